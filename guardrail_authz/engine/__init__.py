@@ -1,0 +1,1 @@
+"""Request evaluation: a pure function from (snapshot, request) to a decision."""

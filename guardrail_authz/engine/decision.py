@@ -1,0 +1,76 @@
+"""The outcome of evaluating one request: allow or deny, with mutations and reasons."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+PRINCIPAL_HEADER = "x-guardrail-principal"
+ROLES_HEADER = "x-guardrail-roles"
+DECISION_ID_HEADER = "x-guardrail-decision-id"
+REASON_HEADER = "x-guardrail-reason"
+GUARDRAIL_PREFIX = "x-guardrail-"
+
+
+@dataclass(slots=True)
+class Decision:
+    """Allow/deny, status, reasons and the mutations Envoy should apply."""
+
+    allowed: bool
+    status: int
+    reason: str
+    decision_id: str
+    policy_version: str
+    policy: str | None = None
+    route: str | None = None
+    action: str | None = None
+    principal: str | None = None
+    rule: str | None = None
+    message: str = ""
+    body: str = ""
+    reasons: list[str] = field(default_factory=list)
+    upstream_headers_set: list[tuple[str, str, str]] = field(default_factory=list)
+    upstream_headers_remove: list[str] = field(default_factory=list)
+    response_headers_add: list[tuple[str, str, str]] = field(default_factory=list)
+    query_set: list[tuple[str, str]] = field(default_factory=list)
+    query_remove: list[str] = field(default_factory=list)
+    deny_headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision as the JSON object `guardrail-authz eval` prints."""
+        return {
+            "allowed": self.allowed,
+            "status": self.status,
+            "reason": self.reason,
+            "reasons": list(self.reasons),
+            "decision_id": self.decision_id,
+            "policy_version": self.policy_version,
+            "policy": self.policy,
+            "route": self.route,
+            "action": self.action,
+            "principal": self.principal,
+            "rule": self.rule,
+            "upstream_headers_set": {n: v for n, v, _ in self.upstream_headers_set},
+            "upstream_headers_modes": {n: m for n, _, m in self.upstream_headers_set},
+            "upstream_headers_remove": list(self.upstream_headers_remove),
+            "response_headers_add": {n: v for n, v, _ in self.response_headers_add},
+            "query_parameters_set": dict(self.query_set),
+            "query_parameters_remove": list(self.query_remove),
+            "deny_headers": dict(self.deny_headers),
+        }
+
+
+class DecisionIds:
+    """Unique decision ids: a random per-process prefix and a counter (no syscall per id)."""
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        """A new id, e.g. '3f2a9c0d1b4e-000000000017'."""
+        return f"{self._prefix}-{next(self._counter):012x}"

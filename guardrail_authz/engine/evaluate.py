@@ -1,0 +1,219 @@
+"""evaluate(snapshot, request): the pure policy decision for one request."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+from guardrail_authz.engine.decision import (
+    DECISION_ID_HEADER,
+    GUARDRAIL_PREFIX,
+    PRINCIPAL_HEADER,
+    REASON_HEADER,
+    ROLES_HEADER,
+    Decision,
+)
+from guardrail_authz.engine.request import BadRequestError, RequestView
+from guardrail_authz.policy.snapshot import CompiledRoute, CompiledRule, PolicySnapshot
+
+log = logging.getLogger(__name__)
+_NO_ROLES: frozenset[str] = frozenset()
+_ERRORS = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    413: "too_large",
+    414: "uri_too_long",
+    429: "too_many_requests",
+    500: "internal_error",
+}
+
+
+class _Caller:
+    """Who the request authenticated as."""
+
+    __slots__ = ("principal", "roles", "source")
+
+    def __init__(self, principal: str | None, roles: frozenset[str], source: str | None) -> None:
+        self.principal = principal
+        self.roles = roles
+        self.source = source
+
+
+def evaluate(snapshot: PolicySnapshot, view: RequestView, decision_id: str) -> Decision:
+    """Decide one request; never raises (internal errors fail closed unless policy says open)."""
+    route: CompiledRoute | None = None
+    try:
+        segments = view.segments
+        route = snapshot.index.lookup(view.host, view.port, segments, view.method)
+        if route is None:
+            return _deny(
+                snapshot,
+                view,
+                decision_id,
+                None,
+                403,
+                "route_not_found",
+                "no route matches this request",
+            )
+        return _decide(snapshot, view, decision_id, route)
+    except BadRequestError as bad:
+        return _deny(snapshot, view, decision_id, route, bad.status, bad.reason, bad.message)
+    except Exception:
+        log.exception("evaluation failed (decision %s)", decision_id)
+        if route is not None and route.policy.fail_open:
+            d = Decision(True, 200, "internal_error_fail_open", decision_id, snapshot.version)
+            _describe(d, route)
+            d.reasons.append("internal_error_fail_open")
+            d.upstream_headers_set.append((DECISION_ID_HEADER, decision_id, "overwrite"))
+            return d
+        return _deny(
+            snapshot,
+            view,
+            decision_id,
+            route,
+            500,
+            "internal_error",
+            "the guardrail could not evaluate this request",
+        )
+
+
+def _decide(
+    snapshot: PolicySnapshot, view: RequestView, did: str, route: CompiledRoute
+) -> Decision:
+    caller = _Caller(None, _NO_ROLES, view.source_principal or None)
+    policy = route.policy
+    if route.uses_identity:
+        for header in policy.key_headers:
+            key = view.headers.get(header)
+            if key is None:
+                continue
+            entry = policy.keys.get(hashlib.sha256(key.encode()).hexdigest())
+            if entry is None:
+                return _deny(
+                    snapshot, view, did, route, 401, "invalid_api_key", "the API key is not valid"
+                )
+            caller.principal, caller.roles = entry.principal, entry.roles
+            break
+        if caller.principal is None:
+            caller.principal = caller.source
+    for rule in route.deny_rules:
+        if _matches(rule, caller, view):
+            d = _deny(
+                snapshot,
+                view,
+                did,
+                route,
+                rule.status,
+                rule.reason,
+                rule.message or "denied by policy",
+                caller.principal,
+            )
+            d.rule = rule.name
+            return d
+    for rule in route.allow_rules:
+        if _matches(rule, caller, view):
+            return _allow(snapshot, view, did, route, rule, caller)
+    if caller.principal is None and route.identity_required:
+        return _deny(
+            snapshot,
+            view,
+            did,
+            route,
+            401,
+            "no_identity",
+            "this action needs an identity (API key or mTLS)",
+        )
+    return _deny(
+        snapshot,
+        view,
+        did,
+        route,
+        403,
+        "no_rule_matched",
+        "no rule allows this caller to do this action",
+        caller.principal,
+    )
+
+
+def _matches(rule: CompiledRule, caller: _Caller, view: RequestView) -> bool:
+    if rule.authenticated is not None and rule.authenticated != (caller.principal is not None):
+        return False
+    if rule.principals and not rule.principals.matches(caller.principal):
+        return False
+    if rule.source_principals and not rule.source_principals.matches(caller.source):
+        return False
+    if rule.roles and rule.roles.isdisjoint(caller.roles):
+        return False
+    for cond in rule.headers:
+        if not cond.holds(view.headers.get(cond.name)):
+            return False
+    return all(cond.holds(view.query_param(cond.name)) for cond in rule.query)
+
+
+def _describe(d: Decision, route: CompiledRoute | None) -> None:
+    if route is not None:
+        d.policy, d.route, d.action = route.policy.name, route.id, route.action
+
+
+def _allow(
+    snapshot: PolicySnapshot,
+    view: RequestView,
+    did: str,
+    route: CompiledRoute,
+    rule: CompiledRule,
+    caller: _Caller,
+) -> Decision:
+    d = Decision(True, 200, "allowed", did, snapshot.version, principal=caller.principal)
+    _describe(d, route)
+    d.rule = rule.name
+    d.reasons.append(f"allowed_by_rule:{rule.name}")
+    m = route.mutations
+    sets = d.upstream_headers_set
+    sets.extend(m.set_headers)
+    if m.propagate_identity and caller.principal is not None:
+        sets.append((PRINCIPAL_HEADER, caller.principal, "overwrite"))
+        if caller.roles:
+            sets.append((ROLES_HEADER, ",".join(sorted(caller.roles)), "overwrite"))
+    sets.append((DECISION_ID_HEADER, did, "overwrite"))
+    ours = {name for name, _, _ in sets}
+    remove = d.upstream_headers_remove
+    remove.extend(h for h in m.remove_headers if h not in ours)
+    if route.policy.strip_keys:
+        remove.extend(h for h in route.policy.key_headers if h in view.headers)
+    # Inbound x-guardrail-* headers never reach the upstream unless we set them ourselves.
+    remove.extend(h for h in view.headers if h.startswith(GUARDRAIL_PREFIX) and h not in ours)
+    d.response_headers_add.extend(m.response_headers)
+    d.query_set.extend(m.query_set)
+    d.query_remove.extend(m.query_remove)
+    return d
+
+
+def _deny(
+    snapshot: PolicySnapshot,
+    view: RequestView,
+    did: str,
+    route: CompiledRoute | None,
+    status: int,
+    reason: str,
+    message: str,
+    principal: str | None = None,
+) -> Decision:
+    d = Decision(False, status, reason, did, snapshot.version, principal=principal, message=message)
+    _describe(d, route)
+    d.reasons.append(reason)
+    error = _ERRORS.get(status, "denied")
+    body = {"error": error, "reason": reason, "message": message, "decision_id": did}
+    d.deny_headers = [
+        ("content-type", "application/json"),
+        (DECISION_ID_HEADER, did),
+        (REASON_HEADER, reason),
+    ]
+    if status == 401:
+        header = route.policy.key_headers[0] if route is not None else "x-api-key"
+        d.deny_headers.append(
+            ("www-authenticate", f'APIKey realm="guardrail-authz", header="{header}"')
+        )
+    d.body = json.dumps(body, separators=(",", ":"))
+    return d

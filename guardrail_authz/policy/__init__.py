@@ -1,0 +1,1 @@
+"""Policy files: load, validate and compile them into an immutable snapshot."""

@@ -1,0 +1,257 @@
+"""Compile parsed policies in named, timed stages into an immutable PolicySnapshot."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from guardrail_authz.policy.errors import ErrorSink, PolicyLoadError
+from guardrail_authz.policy.matchers import CompiledCondition, GlobSet, compile_regex
+from guardrail_authz.policy.parse import parse_document
+from guardrail_authz.policy.pathtrie import ANY_METHOD, TemplateError, parse_template
+from guardrail_authz.policy.snapshot import (
+    CompiledPolicy,
+    CompiledRoute,
+    CompiledRule,
+    KeyEntry,
+    Mutations,
+    PolicySnapshot,
+    RouteIndex,
+)
+from guardrail_authz.policy.source import ApiKey, ApiKeySet, Condition, MatchOp, Policy, Route, Rule
+from guardrail_authz.policy.yamlsrc import load_documents, read_text
+
+T = TypeVar("T")
+POLICY_SUFFIXES = (".yaml", ".yml")
+
+
+class _Stages:
+    """Times each compile stage so a slow load says where the time went."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - start
+
+
+def policy_files(directory: Path) -> list[Path]:
+    """Visible *.yaml/*.yml files of a directory (ConfigMap '..data' entries are hidden)."""
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if not p.name.startswith(".") and p.suffix in POLICY_SUFFIXES and p.is_file()
+    )
+
+
+def load_directory(directory: Path) -> PolicySnapshot:
+    """Load, validate and compile every policy file of a directory, or raise PolicyLoadError."""
+    sink = ErrorSink()
+    stages = _Stages()
+    if not directory.is_dir():
+        sink.add("dir.missing", "policy directory does not exist", str(directory))
+        raise PolicyLoadError(sink.sorted())
+    docs: list[Policy | ApiKeySet] = []
+    digest = hashlib.sha256()
+    with stages.stage("parse"):
+        files = policy_files(directory)
+        for path in files:
+            text = read_text(path, path.name, sink)
+            if text is None:
+                continue
+            digest.update(path.name.encode() + b"\0" + text.encode() + b"\0")
+            for doc, line in load_documents(text, path.name, sink):
+                parsed = parse_document(doc, path.name, line, sink)
+                if parsed is not None:
+                    docs.append(parsed)
+    policies = [d for d in docs if isinstance(d, Policy)]
+    if not policies and not sink:
+        sink.add("dir.empty", "no GuardrailPolicy found (*.yaml or *.yml files)", str(directory))
+    return compile_policies(docs, digest.hexdigest()[:12], [p.name for p in files], sink, stages)
+
+
+def compile_policies(
+    docs: list[Policy | ApiKeySet],
+    content_hash: str,
+    files: list[str],
+    sink: ErrorSink,
+    stages: _Stages | None = None,
+) -> PolicySnapshot:
+    """Resolve references, normalise matchers and build the route index."""
+    stages = stages or _Stages()
+    policies = [d for d in docs if isinstance(d, Policy)]
+    with stages.stage("resolve"):
+        key_sets = _unique(
+            [d for d in docs if isinstance(d, ApiKeySet)], lambda s: s.name, "ApiKeySet", sink
+        )
+        _unique(policies, lambda p: p.name, "GuardrailPolicy", sink)
+        keys = {p.name: _resolve_keys(p, key_sets, sink) for p in policies}
+    with stages.stage("normalise"):
+        routes = [
+            (policy, route, _compile_route(policy, route, keys[policy.name], sink))
+            for policy in policies
+            for route in policy.routes
+        ]
+        for policy in policies:
+            _unique(list(policy.routes), lambda r: r.name, f"route of {policy.name!r}", sink)
+    with stages.stage("index"):
+        index = RouteIndex()
+        for policy, route, compiled in routes:
+            _index_route(index, policy, route, compiled, sink)
+    if sink:
+        raise PolicyLoadError(sink.sorted(), sink.dropped)
+    names = tuple(sorted((p.name, p.version) for p in policies))
+    version = ",".join(f"{n}@{v}" for n, v in names) + "#" + content_hash
+    return PolicySnapshot(
+        version, content_hash, names, index, len(routes), tuple(files), dict(stages.seconds)
+    )
+
+
+def _unique(items: list[T], key: Callable[[T], str], kind: str, sink: ErrorSink) -> dict[str, T]:
+    seen: dict[str, T] = {}
+    for item in items:
+        name = key(item)
+        if name in seen:
+            w = getattr(item, "where")  # noqa: B009 - every source model has .where
+            first = getattr(seen[name], "where")  # noqa: B009
+            msg = f"{kind} {name!r} already defined at {first.file}:{first.line}"
+            sink.add("ref.duplicate", msg, w.file, w.line, w.field or "metadata.name")
+        else:
+            seen[name] = item
+    return seen
+
+
+def _resolve_keys(policy: Policy, sets: dict[str, ApiKeySet], sink: ErrorSink) -> CompiledPolicy:
+    entries: dict[str, KeyEntry] = {}
+    all_keys: list[ApiKey] = list(policy.api_keys.keys)
+    for name, where in policy.api_keys.sets:
+        found = sets.get(name)
+        if found is None:
+            known = ", ".join(sorted(sets)) or "none"
+            msg = f"unknown ApiKeySet {name!r} (known: {known})"
+            sink.add("ref.unknown", msg, where.file, where.line, where.field)
+        else:
+            all_keys.extend(found.keys)
+    for key in all_keys:
+        entry = KeyEntry(key.principal, frozenset(key.roles))
+        if entries.get(key.sha256, entry) != entry:
+            msg = "the same key hash maps to two different principals or role sets"
+            sink.add("apikey.conflict", msg, key.where.file, key.where.line, key.where.field)
+        entries[key.sha256] = entry
+    cfg = policy.api_keys
+    return CompiledPolicy(
+        policy.name, policy.version, policy.fail_mode == "open", cfg.headers, cfg.strip, entries
+    )
+
+
+def _compile_route(
+    policy: Policy, route: Route, compiled: CompiledPolicy, sink: ErrorSink
+) -> CompiledRoute:
+    seen: set[str] = set()
+    for rule in route.rules:
+        if rule.name in seen:
+            w = rule.where
+            sink.add(
+                "rule.duplicate", f"duplicate rule name {rule.name!r}", w.file, w.line, w.field
+            )
+        seen.add(rule.name)
+    rules = [_compile_rule(rule, sink) for rule in route.rules]
+    allow_rules = tuple(r for r in rules if r.allow)
+    oa = route.on_allow
+    mutations = Mutations(
+        tuple((h.name, h.value, h.mode) for h in oa.set_headers),
+        oa.remove_headers,
+        tuple((h.name, h.value, h.mode) for h in oa.response_headers),
+        oa.query_set,
+        oa.query_remove,
+        oa.propagate_identity,
+    )
+    for name, _value, _mode in mutations.set_headers:
+        if name.startswith("x-guardrail-") and oa.propagate_identity and name in _IDENTITY:
+            w = route.where
+            msg = f"{name} is set by identity propagation; disable propagateIdentity to set it"
+            sink.add("route.header", msg, w.file, w.line, w.field)
+    return CompiledRoute(
+        f"{policy.name}/{route.name}",
+        route.name,
+        route.action,
+        compiled,
+        tuple(r for r in rules if not r.allow),
+        allow_rules,
+        bool(allow_rules)
+        and all(r.when.needs_identity() for r in route.rules if r.effect == "allow"),
+        any(r.when.needs_identity() or r.when.authenticated is not None for r in route.rules),
+        mutations,
+    )
+
+
+_IDENTITY = frozenset({"x-guardrail-principal", "x-guardrail-roles", "x-guardrail-decision-id"})
+
+
+def _compile_rule(rule: Rule, sink: ErrorSink) -> CompiledRule:
+    w = rule.when
+    return CompiledRule(
+        rule.name,
+        rule.effect == "allow",
+        GlobSet.build(w.principals),
+        GlobSet.build(w.source_principals),
+        frozenset(w.roles),
+        w.authenticated,
+        tuple(_compile_condition(c, sink) for c in w.headers),
+        tuple(_compile_condition(c, sink) for c in w.query),
+        rule.status or 403,
+        rule.reason or f"denied_by_rule:{rule.name}",
+        rule.message,
+    )
+
+
+def _compile_condition(cond: Condition, sink: ErrorSink) -> CompiledCondition:
+    regex = None
+    if cond.op is MatchOp.REGEX:
+        compiled = compile_regex(cond.value)
+        if isinstance(compiled, str):
+            w = cond.where
+            sink.add("condition.regex", compiled, w.file, w.line, w.field)
+        else:
+            regex = compiled
+    return CompiledCondition(cond.name, cond.op, cond.value, regex)
+
+
+def _index_route(
+    index: RouteIndex, policy: Policy, route: Route, compiled: CompiledRoute, sink: ErrorSink
+) -> None:
+    m = route.match
+    hosts = m.hosts if m.hosts is not None else policy.hosts
+    ports = m.ports if m.ports is not None else policy.ports
+    templates: list[tuple[str, ...]] = []
+    for path in m.paths:
+        try:
+            templates.append(parse_template(path))
+        except TemplateError as exc:
+            sink.add("match.path", str(exc), m.where.file, m.where.line, m.where.field + ".paths")
+    for prefix in m.prefixes:
+        try:
+            templates.append((*parse_template(prefix), "**"))
+        except TemplateError as exc:
+            w = m.where
+            sink.add("match.path", str(exc), w.file, w.line, w.field + ".prefixes")
+    for host in hosts:
+        for port in ports or (0,):
+            trie = index.trie(host, port)
+            for segments in templates:
+                for method in m.methods or (ANY_METHOD,):
+                    other = trie.insert(segments, method, compiled)
+                    if other is not None and other is not compiled:
+                        where = f"{host}:{port or '*'} {method} /{'/'.join(segments)}"
+                        msg = f"route {compiled.id!r} overlaps route {other.id!r} on {where}"
+                        w = route.where
+                        sink.add("route.conflict", msg, w.file, w.line, w.field)

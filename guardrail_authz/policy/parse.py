@@ -1,0 +1,263 @@
+"""Parse YAML documents into the frozen source model, reporting every mistake found."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from guardrail_authz.policy.errors import ErrorSink
+from guardrail_authz.policy.reader import Reader
+from guardrail_authz.policy.source import (
+    ApiKey,
+    ApiKeyConfig,
+    ApiKeySet,
+    Condition,
+    HeaderSet,
+    Match,
+    MatchOp,
+    OnAllow,
+    Policy,
+    Route,
+    Rule,
+    When,
+    Where,
+)
+
+API_VERSION = "guardrail-authz/v1"
+KINDS = ("GuardrailPolicy", "ApiKeySet")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+_HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HEADER_MODES = {"overwrite": "overwrite", "append": "append", "ifAbsent": "if_absent"}
+
+
+def parse_document(doc: Any, file: str, line: int, sink: ErrorSink) -> Policy | ApiKeySet | None:
+    """Parse one YAML document into a Policy or an ApiKeySet (None when unusable)."""
+    r = Reader(doc, "", file, sink, line)
+    if not r.ok:
+        return None
+    r.only("apiVersion", "kind", "metadata", "spec")
+    api = r.text("apiVersion", required=True)
+    if api is not None and api != API_VERSION:
+        r.error(
+            "apiVersion", "doc.api_version", f"unsupported apiVersion {api!r}; use {API_VERSION}"
+        )
+    kind = r.text("kind", required=True)
+    if kind is not None and kind not in KINDS:
+        r.error("kind", "doc.kind", f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+        return None
+    meta = r.mapping("metadata", required=True)
+    name, version = "", "0"
+    if meta is not None:
+        meta.only("name", "version", "labels", "annotations", "description")
+        name = meta.text("name", required=True) or ""
+        if name and not _NAME.match(name):
+            meta.error("name", "doc.name", f"{name!r} is not a valid name (lowercase, digits, -._)")
+        version = meta.scalar_text("version") or "0"
+    spec = r.mapping("spec", required=True)
+    if spec is None or kind is None:
+        return None
+    if kind == "ApiKeySet":
+        spec.only("keys")
+        return ApiKeySet(name, _keys(spec), r.where())
+    return _policy(spec, name, version, r)
+
+
+def _policy(spec: Reader, name: str, version: str, doc: Reader) -> Policy:
+    spec.only("hosts", "ports", "failMode", "apiKeys", "routes")
+    hosts = _hosts(spec, "hosts") or ("*",)
+    ports = _ports(spec, "ports")
+    fail_mode = spec.choice("failMode", ("closed", "open"), "closed")
+    keys = spec.mapping("apiKeys")
+    api_keys = _api_keys(keys) if keys else ApiKeyConfig(("x-api-key",), True, (), ())
+    routes = tuple(
+        _route(spec.sub(item, p, ln)) for item, p, ln in spec.items("routes", required=True)
+    )
+    return Policy(name, version, hosts, ports or (), fail_mode, api_keys, routes, doc.where())
+
+
+def _hosts(r: Reader, key: str) -> tuple[str, ...]:
+    hosts = r.text_list(key, lower=True)
+    for h in hosts:
+        body = h[2:] if h.startswith("*.") else h
+        if h != "*" and ("*" in body or "/" in body or not body):
+            r.error(key, "match.host", f"host {h!r}: use an exact name, '*.suffix' or '*'")
+    return hosts
+
+
+def _ports(r: Reader, key: str) -> tuple[int, ...] | None:
+    if key not in r.data:
+        return None
+    ports: list[int] = []
+    for item, path, line in r.items(key):
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 < item < 65536:
+            r.sink.add("match.port", f"port must be 1-65535, got {item!r}", r.file, line, path)
+        else:
+            ports.append(item)
+    return tuple(ports)
+
+
+def _api_keys(r: Reader) -> ApiKeyConfig:
+    r.only("headers", "stripFromUpstream", "keys", "keySets")
+    headers = r.text_list("headers", lower=True) or ("x-api-key",)
+    for h in headers:
+        if not _HEADER.match(h):
+            r.error("headers", "field.header", f"{h!r} is not a valid header name")
+    strip = r.flag("stripFromUpstream", default=True)
+    sets: list[tuple[str, Where]] = []
+    for item, path, line in r.items("keySets"):
+        if isinstance(item, str):
+            sets.append((item, Where(r.file, line, path)))
+        else:
+            r.sink.add("field.type", "must be the name of an ApiKeySet", r.file, line, path)
+    return ApiKeyConfig(headers, bool(strip), _keys(r), tuple(sets))
+
+
+def _keys(r: Reader) -> tuple[ApiKey, ...]:
+    out: list[ApiKey] = []
+    for item, path, line in r.items("keys"):
+        k = r.sub(item, path, line)
+        if not k.ok:
+            continue
+        k.only("sha256", "principal", "roles", "description")
+        digest = (k.text("sha256", required=True) or "").lower()
+        if digest and not _SHA256.match(digest):
+            k.error("sha256", "apikey.hash", "must be 64 hex characters (the SHA-256 of the key)")
+            digest = ""
+        principal = k.text("principal", required=True)
+        roles = k.text_list("roles")
+        if digest and principal:
+            out.append(ApiKey(digest, principal, roles, k.where()))
+    return tuple(out)
+
+
+def _route(r: Reader) -> Route:
+    r.only("name", "action", "match", "rules", "onAllow", "description")
+    name = r.text("name", required=True) or ""
+    action = r.text("action") or name
+    m = r.mapping("match", required=True)
+    match = _match(m) if m else Match(None, None, (), (), (), r.where())
+    rules = tuple(_rule(r.sub(item, p, ln)) for item, p, ln in r.items("rules", required=True))
+    allow = r.mapping("onAllow")
+    return Route(name, action, match, rules, _on_allow(allow) if allow else OnAllow(), r.where())
+
+
+def _match(r: Reader) -> Match:
+    r.only("hosts", "ports", "methods", "paths", "prefixes")
+    hosts = _hosts(r, "hosts") if "hosts" in r.data else None
+    methods = tuple(m.upper() for m in r.text_list("methods"))
+    for m in methods:
+        if m not in METHODS:
+            r.error("methods", "match.method", f"unknown method {m!r}")
+    paths = r.text_list("paths")
+    prefixes = r.text_list("prefixes")
+    for p in (*paths, *prefixes):
+        if not p.startswith("/"):
+            r.error("paths" if p in paths else "prefixes", "match.path", f"{p!r} must start with /")
+    if not paths and not prefixes:
+        r.error(None, "match.path", "give at least one of 'paths' or 'prefixes'")
+    return Match(hosts, _ports(r, "ports"), methods, paths, prefixes, r.where())
+
+
+def _rule(r: Reader) -> Rule:
+    r.only("name", "effect", "when", "status", "reason", "message")
+    name = r.text("name", required=True) or ""
+    effect = r.choice("effect", ("allow", "deny"), "deny")
+    if "effect" not in r.data and r.ok:
+        r.error(None, "field.required", "missing required field 'effect' (allow or deny)")
+    w = r.mapping("when")
+    when = _when(w) if w else When()
+    status = r.integer("status", lo=200, hi=599)
+    if status is not None and effect == "allow":
+        r.error("status", "rule.status", "status applies to deny rules only")
+    return Rule(name, effect, when, status, r.text("reason"), r.text("message"), r.where())
+
+
+def _when(r: Reader) -> When:
+    r.only("principals", "sourcePrincipals", "roles", "authenticated", "headers", "query")
+    return When(
+        principals=r.text_list("principals"),
+        source_principals=r.text_list("sourcePrincipals"),
+        roles=r.text_list("roles"),
+        authenticated=r.flag("authenticated"),
+        headers=_conditions(r, "headers", header=True),
+        query=_conditions(r, "query", header=False),
+    )
+
+
+def _conditions(r: Reader, key: str, *, header: bool) -> tuple[Condition, ...]:
+    out: list[Condition] = []
+    for item, path, line in r.items(key):
+        c = r.sub(item, path, line)
+        if not c.ok:
+            continue
+        ops = [op for op in MatchOp if op.value in c.data]
+        c.only("name", *(op.value for op in MatchOp))
+        name = c.text("name", required=True) or ""
+        name = name.lower() if header else name
+        if header and name and not _HEADER.match(name):
+            c.error("name", "field.header", f"{name!r} is not a valid header name")
+        if len(ops) != 1:
+            choices = ", ".join(op.value for op in MatchOp)
+            c.error(None, "condition.op", f"give exactly one of {choices}")
+            continue
+        op = ops[0]
+        if op in (MatchOp.PRESENT, MatchOp.ABSENT):
+            if c.flag(op.value) is not True:
+                c.error(op.value, "condition.op", f"{op.value} only takes the value true")
+            value = ""
+        else:
+            given = c.text(op.value) if op is not MatchOp.EQUALS else c.scalar_text(op.value)
+            if given is None:
+                continue
+            value = given
+        out.append(Condition(name, op, value, c.where(op.value)))
+    return tuple(out)
+
+
+def _on_allow(r: Reader) -> OnAllow:
+    r.only("requestHeaders", "responseHeaders", "queryParameters", "propagateIdentity")
+    req = r.mapping("requestHeaders")
+    resp = r.mapping("responseHeaders")
+    query = r.mapping("queryParameters")
+    set_h: tuple[HeaderSet, ...] = ()
+    remove_h: tuple[str, ...] = ()
+    if req:
+        req.only("set", "remove")
+        set_h = _header_sets(req, "set")
+        remove_h = req.text_list("remove", lower=True)
+    resp_h: tuple[HeaderSet, ...] = ()
+    if resp:
+        resp.only("add")
+        resp_h = _header_sets(resp, "add")
+    q_set: list[tuple[str, str]] = []
+    q_remove: tuple[str, ...] = ()
+    if query:
+        query.only("set", "remove")
+        for item, path, line in query.items("set"):
+            q = query.sub(item, path, line)
+            q.only("name", "value")
+            name, value = q.text("name", required=True), q.scalar_text("value", required=True)
+            if name is not None and value is not None:
+                q_set.append((name, value))
+        q_remove = query.text_list("remove")
+    propagate = r.flag("propagateIdentity", default=True)
+    return OnAllow(set_h, remove_h, resp_h, tuple(q_set), q_remove, bool(propagate))
+
+
+def _header_sets(r: Reader, key: str) -> tuple[HeaderSet, ...]:
+    out: list[HeaderSet] = []
+    for item, path, line in r.items(key):
+        h = r.sub(item, path, line)
+        if not h.ok:
+            continue
+        h.only("name", "value", "mode")
+        name = (h.text("name", required=True) or "").lower()
+        value = h.scalar_text("value", required=True)
+        mode = h.choice("mode", tuple(_HEADER_MODES), "overwrite")
+        if name and not _HEADER.match(name):
+            h.error("name", "field.header", f"{name!r} is not a valid header name")
+        elif name and value is not None:
+            out.append(HeaderSet(name, value, _HEADER_MODES[mode], h.where()))
+    return tuple(out)

@@ -1,0 +1,1 @@
+"""The gRPC ext_authz server, ops HTTP endpoint, live reload and metrics."""
