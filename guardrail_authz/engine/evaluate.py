@@ -49,8 +49,7 @@ def evaluate(snapshot: PolicySnapshot, view: RequestView, decision_id: str) -> D
         route = snapshot.index.lookup(view.host, view.port, segments, view.method)
         if route is None:
             return _deny(
-                snapshot,
-                view,
+                snapshot.version,
                 decision_id,
                 None,
                 403,
@@ -59,7 +58,7 @@ def evaluate(snapshot: PolicySnapshot, view: RequestView, decision_id: str) -> D
             )
         return _decide(snapshot, view, decision_id, route)
     except BadRequestError as bad:
-        return _deny(snapshot, view, decision_id, route, bad.status, bad.reason, bad.message)
+        return _deny(snapshot.version, decision_id, route, bad.status, bad.reason, bad.message)
     except Exception:
         log.exception("evaluation failed (decision %s)", decision_id)
         if route is not None and route.policy.fail_open:
@@ -69,8 +68,7 @@ def evaluate(snapshot: PolicySnapshot, view: RequestView, decision_id: str) -> D
             d.upstream_headers_set.append((DECISION_ID_HEADER, decision_id, "overwrite"))
             return d
         return _deny(
-            snapshot,
-            view,
+            snapshot.version,
             decision_id,
             route,
             500,
@@ -92,7 +90,7 @@ def _decide(
             entry = policy.keys.get(hashlib.sha256(key.encode()).hexdigest())
             if entry is None:
                 return _deny(
-                    snapshot, view, did, route, 401, "invalid_api_key", "the API key is not valid"
+                    snapshot.version, did, route, 401, "invalid_api_key", "the API key is not valid"
                 )
             caller.principal, caller.roles = entry.principal, entry.roles
             break
@@ -101,8 +99,7 @@ def _decide(
     for rule in route.deny_rules:
         if _matches(rule, caller, view):
             d = _deny(
-                snapshot,
-                view,
+                snapshot.version,
                 did,
                 route,
                 rule.status,
@@ -117,8 +114,7 @@ def _decide(
             return _allow(snapshot, view, did, route, rule, caller)
     if caller.principal is None and route.identity_required:
         return _deny(
-            snapshot,
-            view,
+            snapshot.version,
             did,
             route,
             401,
@@ -126,8 +122,7 @@ def _decide(
             "this action needs an identity (API key or mTLS)",
         )
     return _deny(
-        snapshot,
-        view,
+        snapshot.version,
         did,
         route,
         403,
@@ -190,9 +185,13 @@ def _allow(
     return d
 
 
+def reject(version: str, did: str, status: int, reason: str, message: str) -> Decision:
+    """A denial made before any route was looked at (malformed input, no policy loaded)."""
+    return _deny(version, did, None, status, reason, message)
+
+
 def _deny(
-    snapshot: PolicySnapshot,
-    view: RequestView,
+    version: str,
     did: str,
     route: CompiledRoute | None,
     status: int,
@@ -200,7 +199,7 @@ def _deny(
     message: str,
     principal: str | None = None,
 ) -> Decision:
-    d = Decision(False, status, reason, did, snapshot.version, principal=principal, message=message)
+    d = Decision(False, status, reason, did, version, principal=principal, message=message)
     _describe(d, route)
     d.reasons.append(reason)
     error = _ERRORS.get(status, "denied")

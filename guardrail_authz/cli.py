@@ -1,0 +1,116 @@
+"""The `guardrail-authz` command: serve, validate and eval."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from guardrail_authz.engine.decision import DecisionIds
+from guardrail_authz.engine.evaluate import evaluate
+from guardrail_authz.engine.request import RequestView
+from guardrail_authz.policy.compile import load_directory
+from guardrail_authz.policy.errors import PolicyLoadError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_DENIED = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="guardrail-authz", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the ext_authz gRPC server")
+    s.add_argument("--policies", type=Path, required=True, help="policy directory (ConfigMap)")
+    s.add_argument("--grpc", default="127.0.0.1:9191", help="gRPC listen HOST:PORT")
+    s.add_argument("--http", default="127.0.0.1:9192", help="ops HTTP listen HOST:PORT")
+    s.add_argument("--audit-log", type=Path, help="append audit JSON lines here (default stdout)")
+    s.add_argument("--reload-interval", type=float, default=1.0, help="seconds between checks")
+    s.add_argument("--grace", type=float, default=10.0, help="seconds to drain on SIGTERM")
+    s.add_argument("--log-level", default="INFO", help="operational log level (stderr)")
+    v = sub.add_parser("validate", help="check a policy directory; print every error")
+    v.add_argument("directory", type=Path)
+    e = sub.add_parser("eval", help="decide one request offline and print the decision as JSON")
+    e.add_argument("--policies", type=Path, required=True)
+    e.add_argument("--request", required=True, help="request JSON file, or - for stdin")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "validate":
+        return _validate(args.directory)
+    if args.command == "eval":
+        return _eval(args.policies, args.request)
+    return _serve(args)
+
+
+def _validate(directory: Path) -> int:
+    try:
+        snap = load_directory(directory)
+    except PolicyLoadError as exc:
+        print(exc.render())  # noqa: T201
+        print(f"{len(exc.errors) + exc.dropped} error(s) in {directory}", file=sys.stderr)  # noqa: T201
+        return EXIT_ERROR
+    names = ", ".join(f"{n}@{v}" for n, v in snap.policies)
+    print(f"ok: {len(snap.policies)} policies ({names}), {snap.route_count} routes")  # noqa: T201
+    print(f"version: {snap.version}")  # noqa: T201
+    return EXIT_OK
+
+
+def _eval(directory: Path, request: str) -> int:
+    try:
+        raw = sys.stdin.read() if request == "-" else Path(request).read_text(encoding="utf-8")
+        data: Any = json.loads(raw)
+        view = RequestView.from_json(data) if isinstance(data, dict) else None
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"error: cannot read request {request}: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_ERROR
+    if view is None:
+        print(f"error: request {request} must be a JSON object", file=sys.stderr)  # noqa: T201
+        return EXIT_ERROR
+    try:
+        snap = load_directory(directory)
+    except PolicyLoadError as exc:
+        print(exc.render(), file=sys.stderr)  # noqa: T201
+        return EXIT_ERROR
+    decision = evaluate(snap, view, DecisionIds().next())
+    print(json.dumps(decision.to_json(), indent=2))  # noqa: T201
+    return EXIT_OK if decision.allowed else EXIT_DENIED
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from guardrail_authz.server.app import BindError, ServeConfig, serve  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = ServeConfig(
+        policies=args.policies,
+        grpc_addr=args.grpc,
+        http_addr=args.http,
+        audit_log=args.audit_log,
+        reload_interval=args.reload_interval,
+        grace_seconds=args.grace,
+    )
+    try:
+        asyncio.run(serve(config))
+    except BindError as exc:
+        print(f"guardrail-authz: {exc} (is another instance running?)", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"guardrail-authz: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Wires the server together: gRPC Check + health, ops HTTP, live reload, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from guardrail_authz.audit import AuditLog
+from guardrail_authz.server.metrics import Metrics
+from guardrail_authz.server.ops_http import OpsHttp
+from guardrail_authz.server.reload import SnapshotHolder
+from guardrail_authz.server.servicer import SERVICE, CheckService
+
+log = logging.getLogger(__name__)
+
+
+class BindError(Exception):
+    """A listen address could not be bound (typically: already in use)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """Options of `guardrail-authz serve`."""
+
+    policies: Path
+    grpc_addr: str = "127.0.0.1:9191"
+    http_addr: str = "127.0.0.1:9192"
+    audit_log: Path | None = None
+    reload_interval: float = 1.0
+    grace_seconds: float = 10.0
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """'host:port' (or '[v6]:port') → (host, port); raises ValueError when malformed."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected HOST:PORT, got {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+class App:
+    """One guardrail-authz process."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.holder = SnapshotHolder(config.policies, self.metrics)
+        self.audit = AuditLog(config.audit_log)
+        self.service = CheckService(self.holder, self.audit, self.metrics)
+        self.ops = OpsHttp(self.holder, self.metrics)
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # no stub
+        self.grpc_port = 0
+        self.http_port = 0
+        self._grpc: grpc.aio.Server | None = None
+        self._http: asyncio.Server | None = None
+        self._stop_watch = asyncio.Event()
+        self._watch_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load policies, bind both listeners and start watching; raises BindError."""
+        self.holder.load()
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server.add_generic_rpc_handlers([self.service.handler()])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        try:
+            self.grpc_port = server.add_insecure_port(self.config.grpc_addr)
+        except RuntimeError as exc:
+            raise BindError(f"cannot listen for gRPC on {self.config.grpc_addr}: {exc}") from None
+        if not self.grpc_port:
+            raise BindError(f"cannot listen for gRPC on {self.config.grpc_addr}")
+        host, port = split_addr(self.config.http_addr)
+        try:
+            self._http = await asyncio.start_server(self.ops.handle, host, port)
+        except OSError as exc:
+            msg = f"cannot listen for ops HTTP on {self.config.http_addr}: {exc.strerror}"
+            raise BindError(msg) from None
+        self.http_port = self._http.sockets[0].getsockname()[1]
+        await server.start()
+        self._grpc = server
+        await self._sync_health()
+        self._watch_task = asyncio.create_task(self._watch())
+        log.info("listening grpc=%s http=%s", self.grpc_port, self.http_port)
+
+    async def _sync_health(self) -> None:
+        serving = self.holder.snapshot is not None and not self.ops.draining
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set("", status)
+        await self.health.set(SERVICE, status)
+
+    async def _watch(self) -> None:
+        interval = self.config.reload_interval
+        stop = self._stop_watch
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            if stop.is_set() or not self.holder.changed():
+                continue
+            await asyncio.sleep(min(0.2, interval))  # let a multi-file write settle
+            await asyncio.to_thread(self.holder.load)
+            await self._sync_health()
+
+    async def stop(self) -> None:
+        """Drain: report not ready, let in-flight checks finish, then close everything."""
+        self.ops.draining = True
+        with contextlib.suppress(Exception):
+            await self._sync_health()
+        if self._grpc is not None:
+            await self._grpc.stop(self.config.grace_seconds)
+        self._stop_watch.set()
+        if self._watch_task is not None:
+            await self._watch_task
+        if self._http is not None:
+            self._http.close()
+            await self._http.wait_closed()
+        self.audit.close()
+
+
+async def serve(config: ServeConfig) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    app = App(config)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(  # noqa: T201 - the one line an operator (and `make run`) reads
+        f"guardrail-authz ready: grpc={config.grpc_addr.rpartition(':')[0]}:{app.grpc_port} "
+        f"http={config.http_addr.rpartition(':')[0]}:{app.http_port} "
+        f"policy={app.holder.snapshot.version if app.holder.snapshot else 'none (not ready)'}",
+        file=sys.stderr,
+        flush=True,
+    )
+    await stop.wait()
+    log.info("shutting down: draining in-flight checks")
+    await app.stop()

@@ -1,0 +1,70 @@
+"""Decision → Envoy CheckResponse: the one table of outcomes to gRPC codes and HTTP statuses."""
+
+from __future__ import annotations
+
+from guardrail_authz.engine.decision import Decision
+from guardrail_authz.wire.envoy.config.core.v3.base_pb2 import HeaderValueOption
+from guardrail_authz.wire.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+
+# google.rpc.Code values carried in CheckResponse.status.
+GRPC_OK = 0
+GRPC_PERMISSION_DENIED = 7
+GRPC_RESOURCE_EXHAUSTED = 8
+GRPC_UNAUTHENTICATED = 16
+GRPC_INVALID_ARGUMENT = 3
+GRPC_INTERNAL = 13
+
+_APPEND = {
+    "overwrite": HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    "append": HeaderValueOption.APPEND_IF_EXISTS_OR_ADD,
+    "if_absent": HeaderValueOption.ADD_IF_ABSENT,
+}
+
+
+def grpc_code(status: int) -> int:
+    """The google.rpc code Envoy sees for a denial with this HTTP status."""
+    if status == 401:
+        return GRPC_UNAUTHENTICATED
+    if status == 429:
+        return GRPC_RESOURCE_EXHAUSTED
+    if status in (400, 413, 414):
+        return GRPC_INVALID_ARGUMENT
+    if status >= 500:
+        return GRPC_INTERNAL
+    return GRPC_PERMISSION_DENIED
+
+
+def to_check_response(d: Decision) -> CheckResponse:
+    """Render a decision; allow carries mutations, deny carries status, headers and JSON body."""
+    resp = CheckResponse()
+    if d.allowed:
+        resp.status.code = GRPC_OK
+        ok = resp.ok_response
+        for name, value, mode in d.upstream_headers_set:
+            opt = ok.headers.add()
+            opt.header.key = name
+            opt.header.value = value
+            opt.append_action = _APPEND[mode]
+        ok.headers_to_remove.extend(d.upstream_headers_remove)
+        for name, value, mode in d.response_headers_add:
+            opt = ok.response_headers_to_add.add()
+            opt.header.key = name
+            opt.header.value = value
+            opt.append_action = _APPEND[mode]
+        for name, value in d.query_set:
+            q = ok.query_parameters_to_set.add()
+            q.key = name
+            q.value = value
+        ok.query_parameters_to_remove.extend(d.query_remove)
+        return resp
+    resp.status.code = grpc_code(d.status)
+    resp.status.message = d.reason
+    denied = resp.denied_response
+    denied.status.code = d.status  # type: ignore[assignment]  # any HTTP status is allowed
+    for name, value in d.deny_headers:
+        opt = denied.headers.add()
+        opt.header.key = name
+        opt.header.value = value
+        opt.append_action = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    denied.body = d.body
+    return resp

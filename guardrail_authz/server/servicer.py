@@ -1,0 +1,101 @@
+"""The Authorization/Check handler: bytes in, decision, audit and metrics, bytes out."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+
+from guardrail_authz.audit import AuditLog
+from guardrail_authz.engine.decision import Decision, DecisionIds
+from guardrail_authz.engine.evaluate import evaluate, reject
+from guardrail_authz.engine.request import RequestView
+from guardrail_authz.server.metrics import Metrics
+from guardrail_authz.server.reload import SnapshotHolder
+from guardrail_authz.server.response import to_check_response
+from guardrail_authz.wire.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+
+log = logging.getLogger(__name__)
+SERVICE = "envoy.service.auth.v3.Authorization"
+MAX_HEADER_BYTES = 256 * 1024
+
+
+def view_from_check(req: CheckRequest) -> RequestView:
+    """Map Envoy's AttributeContext onto a RequestView (absent fields become empty)."""
+    attrs = req.attributes
+    http = attrs.request.http
+    headers: dict[str, str] = dict(http.headers)
+    if not headers and len(http.header_map.headers):
+        for hv in http.header_map.headers:
+            value = hv.raw_value.decode("utf-8", "replace") if hv.raw_value else hv.value
+            headers[hv.key.lower()] = value
+    body = http.raw_body or http.body.encode("utf-8", "surrogateescape")
+    return RequestView(
+        method=http.method,
+        raw_path=http.path,
+        host=http.host or headers.get(":authority", ""),
+        headers=headers,
+        port=attrs.destination.address.socket_address.port_value,
+        source_principal=attrs.source.principal,
+        body=body,
+        request_id=http.id or headers.get("x-request-id", ""),
+    )
+
+
+class CheckService:
+    """Decides every Check; always answers a CheckResponse, never an error status."""
+
+    def __init__(self, holder: SnapshotHolder, audit: AuditLog, metrics: Metrics) -> None:
+        self.holder = holder
+        self.audit = audit
+        self.metrics = metrics
+        self.ids = DecisionIds()
+
+    def decide(self, payload: bytes) -> tuple[Decision, RequestView | None]:
+        """Parse, evaluate; malformed input and internal failures become denials."""
+        did = self.ids.next()
+        snapshot = self.holder.snapshot
+        version = snapshot.version if snapshot else "none"
+        try:
+            req = CheckRequest.FromString(payload)
+        except Exception:  # noqa: BLE001 - any parse failure, e.g. invalid UTF-8 in a string
+            log.warning("malformed CheckRequest (%d bytes), decision %s", len(payload), did)
+            return reject(version, did, 400, "malformed_request", "malformed check request"), None
+        try:
+            view = view_from_check(req)
+        except Exception:
+            log.exception("could not read CheckRequest attributes, decision %s", did)
+            return reject(version, did, 400, "malformed_request", "malformed check request"), None
+        if not view.method:
+            return reject(version, did, 400, "missing_attributes", "no HTTP attributes"), view
+        if sum(len(k) + len(v) for k, v in view.headers.items()) > MAX_HEADER_BYTES:
+            return reject(version, did, 431, "headers_too_large", "headers too large"), view
+        if snapshot is None:
+            return reject(version, did, 503, "no_policy_loaded", "no valid policy loaded"), view
+        return evaluate(snapshot, view, did), view
+
+    async def check(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        """The gRPC handler (raw bytes so malformed requests still get a CheckResponse)."""
+        start = time.perf_counter()
+        try:
+            decision, view = self.decide(payload)
+            out = to_check_response(decision).SerializeToString()
+        except Exception:  # last line of defence: still a well-formed fail-closed answer
+            log.exception("Check failed unexpectedly")
+            decision, view = reject("unknown", self.ids.next(), 500, "internal_error", ""), None
+            out = to_check_response(decision).SerializeToString()
+        elapsed = time.perf_counter() - start
+        self.metrics.decision(
+            decision.policy or "", decision.route or "", decision.allowed, decision.reason, elapsed
+        )
+        try:
+            self.audit.record(decision, view, elapsed)
+        except Exception:
+            log.exception("audit write failed for decision %s", decision.decision_id)
+        return out
+
+    def handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
+        """A generic handler for Authorization/Check with byte-level (de)serialization."""
+        method = grpc.unary_unary_rpc_method_handler(self.check)
+        return grpc.method_handlers_generic_handler(SERVICE, {"Check": method})
