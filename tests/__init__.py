@@ -1,0 +1,1 @@
+"""guardrail-authz tests."""
