@@ -1,0 +1,90 @@
+"""Demo upstream: answers every request with what it received (method, path, headers) as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+from urllib.parse import parse_qs, urlsplit
+
+MAX_BODY = 1024 * 1024
+
+
+def render(method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    """The JSON echo of one request."""
+    parts = urlsplit(target)
+    return json.dumps(
+        {
+            "method": method,
+            "path": parts.path,
+            "query": {k: v if len(v) > 1 else v[0] for k, v in parse_qs(parts.query).items()},
+            "headers": dict(headers),
+            "body": body.decode("utf-8", "replace"),
+        },
+        indent=1,
+    ).encode()
+
+
+_OPEN: set[asyncio.StreamWriter] = set()
+
+
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Serve HTTP/1.1 requests on one connection (keep-alive, Content-Length bodies)."""
+    _OPEN.add(writer)
+    try:
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            method, target, _ = line.decode("latin-1").split(" ", 2)
+            headers: list[tuple[str, str]] = []
+            while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = raw.decode("latin-1").partition(":")
+                headers.append((name.strip().lower(), value.strip()))
+            length = int(dict(headers).get("content-length", "0") or 0)
+            body = await reader.readexactly(min(length, MAX_BODY)) if length else b""
+            payload = render(method, target, headers, body)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            await writer.drain()
+    except (ConnectionError, ValueError, asyncio.IncompleteReadError):
+        return
+    finally:
+        _OPEN.discard(writer)
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def serve(host: str, port: int) -> None:
+    """Run until SIGTERM/SIGINT."""
+    server = await asyncio.start_server(handle, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    bound = server.sockets[0].getsockname()[1]
+    print(f"demo upstream ready: http://{host}:{bound}", flush=True)  # noqa: T201
+    async with server:
+        await stop.wait()
+        for writer in list(_OPEN):  # idle keep-alive connections end quietly
+            writer.close()
+        await asyncio.sleep(0.05)
+
+
+def main() -> None:
+    """`python -m guardrail_authz.demo.upstream --port 8081`."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8081)
+    args = p.parse_args()
+    asyncio.run(serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()
