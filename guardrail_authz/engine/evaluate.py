@@ -62,11 +62,10 @@ def evaluate(snapshot: PolicySnapshot, view: RequestView, decision_id: str) -> D
     except Exception:
         log.exception("evaluation failed (decision %s)", decision_id)
         if route is not None and route.policy.fail_open:
-            d = Decision(True, 200, "internal_error_fail_open", decision_id, snapshot.version)
-            _describe(d, route)
-            d.reasons.append("internal_error_fail_open")
-            d.upstream_headers_set.append((DECISION_ID_HEADER, decision_id, "overwrite"))
-            return d
+            try:
+                return _fail_open(snapshot, view, decision_id, route)
+            except Exception:
+                log.exception("fail-open decision failed, failing closed (%s)", decision_id)
         return _deny(
             snapshot.version,
             decision_id,
@@ -175,10 +174,7 @@ def _allow(
     ours = {name for name, _, _ in sets}
     remove = d.upstream_headers_remove
     remove.extend(h for h in m.remove_headers if h not in ours)
-    if route.policy.strip_keys:
-        remove.extend(h for h in route.policy.key_headers if h in view.headers)
-    # Inbound x-guardrail-* headers never reach the upstream unless we set them ourselves.
-    remove.extend(h for h in view.headers if h.startswith(GUARDRAIL_PREFIX) and h not in ours)
+    _strip_inbound(remove, route, view, ours)
     d.response_headers_add.extend(m.response_headers)
     d.query_set.extend(m.query_set)
     d.query_remove.extend(m.query_remove)
@@ -188,6 +184,28 @@ def _allow(
 def reject(version: str, did: str, status: int, reason: str, message: str) -> Decision:
     """A denial made before any route was looked at (malformed input, no policy loaded)."""
     return _deny(version, did, None, status, reason, message)
+
+
+def _strip_inbound(
+    remove: list[str], route: CompiledRoute, view: RequestView, ours: set[str]
+) -> None:
+    """API keys (when the policy strips them) and inbound x-guardrail-* headers we do not set."""
+    if route.policy.strip_keys:
+        remove.extend(h for h in route.policy.key_headers if h in view.headers and h not in ours)
+    # Inbound x-guardrail-* headers never reach the upstream unless we set them ourselves.
+    remove.extend(h for h in view.headers if h.startswith(GUARDRAIL_PREFIX) and h not in ours)
+
+
+def _fail_open(
+    snapshot: PolicySnapshot, view: RequestView, did: str, route: CompiledRoute
+) -> Decision:
+    """Allow after an internal error (failMode: open), still stripping keys and spoofed headers."""
+    d = Decision(True, 200, "internal_error_fail_open", did, snapshot.version)
+    _describe(d, route)
+    d.reasons.append("internal_error_fail_open")
+    d.upstream_headers_set.append((DECISION_ID_HEADER, did, "overwrite"))
+    _strip_inbound(d.upstream_headers_remove, route, view, {DECISION_ID_HEADER})
+    return d
 
 
 def _deny(

@@ -122,6 +122,8 @@ def split_path(raw_path: str) -> list[str]:
         seg = _decode(raw) if "%" in raw else raw
         if seg is not raw and ("/" in seg or "\\" in seg):
             raise BadRequestError(400, "ambiguous_path", "encoded slash in request path")
+        if "\\" in seg:
+            raise BadRequestError(400, "ambiguous_path", "backslash in request path")
         if seg in (".", "..") or "\x00" in seg:
             raise BadRequestError(400, "ambiguous_path", "dot segment or NUL in request path")
         out.append(seg)

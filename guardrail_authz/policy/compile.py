@@ -175,11 +175,7 @@ def _compile_route(
         oa.query_remove,
         oa.propagate_identity,
     )
-    for name, _value, _mode in mutations.set_headers:
-        if name.startswith("x-guardrail-") and oa.propagate_identity and name in _IDENTITY:
-            w = route.where
-            msg = f"{name} is set by identity propagation; disable propagateIdentity to set it"
-            sink.add("route.header", msg, w.file, w.line, w.field)
+    _check_guardrail_headers(route, sink)
     return CompiledRoute(
         f"{policy.name}/{route.name}",
         route.name,
@@ -194,7 +190,27 @@ def _compile_route(
     )
 
 
-_IDENTITY = frozenset({"x-guardrail-principal", "x-guardrail-roles", "x-guardrail-decision-id"})
+_GUARDRAIL_PREFIX = "x-guardrail-"
+_DECISION_ID = "x-guardrail-decision-id"
+_IDENTITY = frozenset({"x-guardrail-principal", "x-guardrail-roles"})
+
+
+def _check_guardrail_headers(route: Route, sink: ErrorSink) -> None:
+    """x-guardrail-* request headers: never ours to clash with, and never left to a client."""
+    oa = route.on_allow
+    for h in oa.set_headers:
+        if not h.name.startswith(_GUARDRAIL_PREFIX):
+            continue
+        w = h.where
+        if h.name == _DECISION_ID:
+            msg = f"{h.name} is always set by guardrail-authz"
+        elif oa.propagate_identity and h.name in _IDENTITY:
+            msg = f"{h.name} is set by identity propagation; disable propagateIdentity to set it"
+        elif h.mode != "overwrite":
+            msg = f"{h.name}: x-guardrail-* headers take mode overwrite (a client could spoof them)"
+        else:
+            continue
+        sink.add("route.header", msg, w.file, w.line, w.field)
 
 
 def _compile_rule(rule: Rule, sink: ErrorSink) -> CompiledRule:

@@ -83,6 +83,8 @@ def _hosts(r: Reader, key: str) -> tuple[str, ...]:
         body = h[2:] if h.startswith("*.") else h
         if h != "*" and ("*" in body or "/" in body or not body):
             r.error(key, "match.host", f"host {h!r}: use an exact name, '*.suffix' or '*'")
+        elif ":" in body and not (body.startswith("[") and body.endswith("]")):
+            r.error(key, "match.host", f"host {h!r}: no port here, ports go in 'ports'")
     return hosts
 
 
