@@ -87,6 +87,7 @@ class AuditLog:
             path=view.raw_path.split("?", 1)[0][:512] if view else None,
             source_principal=(view.source_principal or None) if view else None,
             request_id=(view.request_id or None) if view else None,
+            body_bytes=len(view.body) if view else 0,
             latency_ms=round(seconds * 1000, 3),
         )
 

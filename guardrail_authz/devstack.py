@@ -68,7 +68,8 @@ def main() -> int:
         ("guardrail-authz", [py, "-m", "guardrail_authz", "serve", "--policies",
                              str(ROOT / "policies"), "--audit-log", str(workdir / "audit.log")],
          9191),
-        ("envoy", [envoy, "-c", str(config), "--log-level", "warn", "--base-id", "8080"], 8080),
+        ("envoy", [envoy, "-c", str(config), "--log-level", "warn", "--disable-hot-restart",
+                   "--file-flush-interval-msec", "200"], 8080),
     ]  # fmt: skip
     try:
         for name, cmd, port in commands:

@@ -26,14 +26,20 @@ class ServerProcess:
     """A running server; stderr is collected, ports are read from its ready line."""
 
     def __init__(
-        self, policies: Path, audit_log: Path, *, reload_interval: float = 0.2, grace: float = 5
+        self,
+        policies: Path,
+        audit_log: Path,
+        *,
+        reload_interval: float = 0.2,
+        grace: float = 5,
+        grpc_addr: str = "127.0.0.1:0",
     ) -> None:
         self.policies = policies
         self.audit_log = audit_log
         cmd = [
             sys.executable, "-m", "guardrail_authz", "serve",
             "--policies", str(policies),
-            "--grpc", "127.0.0.1:0",
+            "--grpc", grpc_addr,
             "--http", "127.0.0.1:0",
             "--audit-log", str(audit_log),
             "--reload-interval", str(reload_interval),

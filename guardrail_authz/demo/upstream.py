@@ -20,7 +20,7 @@ def render(method: str, target: str, headers: list[tuple[str, str]], body: bytes
             "method": method,
             "path": parts.path,
             "query": {k: v if len(v) > 1 else v[0] for k, v in parse_qs(parts.query).items()},
-            "headers": dict(headers),
+            "headers": _joined(headers),
             "body": body.decode("utf-8", "replace"),
         },
         indent=1,
@@ -28,6 +28,14 @@ def render(method: str, target: str, headers: list[tuple[str, str]], body: bytes
 
 
 _OPEN: set[asyncio.StreamWriter] = set()
+
+
+def _joined(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """Repeated headers joined with ',' (RFC 9110 field-line combination)."""
+    out: dict[str, str] = {}
+    for name, value in headers:
+        out[name] = f"{out[name]},{value}" if name in out else value
+    return out
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

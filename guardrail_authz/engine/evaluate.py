@@ -165,7 +165,14 @@ def _allow(
     d.reasons.append(f"allowed_by_rule:{rule.name}")
     m = route.mutations
     sets = d.upstream_headers_set
-    sets.extend(m.set_headers)
+    for name, value, mode in m.set_headers:
+        # append/ifAbsent are resolved here against the inbound headers, so Envoy only ever
+        # overwrites: Envoy 1.40's ext_authz ignores append_action on request headers.
+        current = view.headers.get(name) if mode != "overwrite" else None
+        if current is None:
+            sets.append((name, value, "overwrite"))
+        elif mode == "append":
+            sets.append((name, f"{current},{value}", "overwrite"))
     if m.propagate_identity and caller.principal is not None:
         sets.append((PRINCIPAL_HEADER, caller.principal, "overwrite"))
         if caller.roles:

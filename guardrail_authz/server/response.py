@@ -16,9 +16,19 @@ GRPC_INTERNAL = 13
 
 _APPEND = {
     "overwrite": HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-    "append": HeaderValueOption.APPEND_IF_EXISTS_OR_ADD,
     "if_absent": HeaderValueOption.ADD_IF_ABSENT,
 }
+
+
+def _header(opt: HeaderValueOption, name: str, value: str, mode: str) -> None:
+    opt.header.key = name
+    opt.header.value = value
+    if mode == "append":
+        # Measured against Envoy 1.40 (tests/test_e2e_envoy.py): ext_authz overwrites on
+        # append_action=APPEND_IF_EXISTS_OR_ADD but appends on the deprecated `append: true`.
+        opt.append.value = True
+    else:
+        opt.append_action = _APPEND[mode]
 
 
 def grpc_code(status: int) -> int:
@@ -41,16 +51,10 @@ def to_check_response(d: Decision) -> CheckResponse:
         resp.status.code = GRPC_OK
         ok = resp.ok_response
         for name, value, mode in d.upstream_headers_set:
-            opt = ok.headers.add()
-            opt.header.key = name
-            opt.header.value = value
-            opt.append_action = _APPEND[mode]
+            _header(ok.headers.add(), name, value, mode)
         ok.headers_to_remove.extend(d.upstream_headers_remove)
         for name, value, mode in d.response_headers_add:
-            opt = ok.response_headers_to_add.add()
-            opt.header.key = name
-            opt.header.value = value
-            opt.append_action = _APPEND[mode]
+            _header(ok.response_headers_to_add.add(), name, value, mode)
         for name, value in d.query_set:
             q = ok.query_parameters_to_set.add()
             q.key = name
@@ -62,9 +66,6 @@ def to_check_response(d: Decision) -> CheckResponse:
     denied = resp.denied_response
     denied.status.code = d.status  # type: ignore[assignment]  # any HTTP status is allowed
     for name, value in d.deny_headers:
-        opt = denied.headers.add()
-        opt.header.key = name
-        opt.header.value = value
-        opt.append_action = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+        _header(denied.headers.add(), name, value, "overwrite")
     denied.body = d.body
     return resp

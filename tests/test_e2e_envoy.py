@@ -1,0 +1,173 @@
+"""End to end: real HTTP through a real Envoy to guardrail-authz and the demo upstream."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHIPPED_POLICIES
+from tests.envoystack import EnvoyStack
+
+pytestmark = pytest.mark.envoy
+
+MUTATIONS = """\
+apiVersion: guardrail-authz/v1
+kind: GuardrailPolicy
+metadata: {name: gen, version: "1"}
+spec:
+  routes:
+    - name: mutate
+      action: demo.mutate
+      match: {paths: ["/mutate/**"]}
+      rules: [{name: anyone, effect: allow}]
+      onAllow:
+        requestHeaders:
+          set:
+            - {name: x-tenant, value: shop}
+            - {name: x-trace-tag, value: added, mode: append}
+            - {name: x-lang, value: en, mode: ifAbsent}
+            - {name: x-region, value: eu, mode: ifAbsent}
+          remove: [x-debug]
+        responseHeaders:
+          add: [{name: x-policy-gen, value: "GEN"}]
+        queryParameters:
+          set: [{name: source, value: guardrail}]
+          remove: [debug]
+"""
+
+
+def make_policies(tmp: Path, gen: str = "1") -> Path:
+    """The shipped policies plus a 'gen' policy whose mutations name its generation."""
+    target = tmp / "policies"
+    shutil.copytree(SHIPPED_POLICIES, target)
+    (target / "gen.yaml").write_text(MUTATIONS.replace("GEN", gen))
+    return target
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyStack]:
+    work = tmp_path_factory.mktemp("e2e")
+    with EnvoyStack(make_policies(work), work).start() as s:
+        yield s
+
+
+def test_public_ping_open_with_decision_id(stack: EnvoyStack) -> None:
+    r = stack.request("GET", "/public/ping")
+    assert r.status == 200
+    assert r.upstream_headers()["x-guardrail-decision-id"]
+    assert r.json()["path"] == "/public/ping"
+
+
+def test_orders_need_identity(stack: EnvoyStack) -> None:
+    for path in ("/api/orders", "/api/orders/42"):
+        r = stack.request("GET", path)
+        assert r.status == 401
+        body = r.json()
+        assert body["reason"] == "no_identity"
+        assert body["decision_id"] == r.headers["x-guardrail-decision-id"]
+        assert r.headers["content-type"] == "application/json"
+        assert "www-authenticate" in r.headers
+
+
+@pytest.mark.parametrize(
+    ("key", "principal"), [("demo-reader-key", "reader"), ("demo-admin-key", "admin")]
+)
+def test_api_key_callers_reach_upstream_as_principal(
+    stack: EnvoyStack, key: str, principal: str
+) -> None:
+    r = stack.request("GET", "/api/orders/42", {"x-api-key": key})
+    assert r.status == 200
+    seen = r.upstream_headers()
+    assert seen["x-guardrail-principal"] == principal
+    assert "x-api-key" not in seen
+
+
+def test_spoofed_guardrail_headers_never_reach_upstream(stack: EnvoyStack) -> None:
+    spoof = {"x-guardrail-principal": "admin", "x-guardrail-roles": "admin", "x-guardrail-x": "1"}
+    denied = stack.request("GET", "/api/orders", spoof)
+    assert denied.status == 401
+    r = stack.request("GET", "/api/orders", {**spoof, "x-api-key": "demo-reader-key"})
+    assert r.status == 200
+    seen = r.upstream_headers()
+    assert seen["x-guardrail-principal"] == "reader"
+    assert seen["x-guardrail-roles"] == "reader"
+    assert "x-guardrail-x" not in seen
+    public = stack.request("GET", "/public/ping", spoof).upstream_headers()
+    assert not {"x-guardrail-principal", "x-guardrail-roles", "x-guardrail-x"} & set(public)
+
+
+def test_delete_reader_forbidden_admin_allowed(stack: EnvoyStack) -> None:
+    reader = stack.request("DELETE", "/api/orders/42", {"x-api-key": "demo-reader-key"})
+    assert reader.status == 403
+    assert reader.json()["reason"] == "no_rule_matched"
+    admin = stack.request("DELETE", "/api/orders/42", {"x-api-key": "demo-admin-key"})
+    assert admin.status == 200
+    assert admin.json()["method"] == "DELETE"
+
+
+def test_anything_else_denied_by_default(stack: EnvoyStack) -> None:
+    for method, path in (("GET", "/admin"), ("POST", "/api/orders"), ("GET", "/public/ping/x")):
+        r = stack.request(method, path, {"x-api-key": "demo-admin-key"})
+        assert r.status == 403, (method, path)
+        assert r.json()["reason"] == "route_not_found"
+
+
+def test_query_and_header_mutations(stack: EnvoyStack) -> None:
+    r = stack.request(
+        "GET",
+        "/mutate/x?debug=1&keep=yes",
+        {"x-debug": "on", "x-trace-tag": "client", "x-lang": "fr"},
+    )
+    assert r.status == 200
+    echo = r.json()
+    assert echo["query"] == {"keep": "yes", "source": "guardrail"}
+    seen = r.upstream_headers()
+    assert seen["x-tenant"] == "shop"
+    assert "x-debug" not in seen
+    assert seen["x-trace-tag"] == "client,added"
+    assert seen["x-lang"] == "fr"  # ifAbsent keeps the client's value
+    assert seen["x-region"] == "eu"
+    assert r.headers["x-policy-gen"] == "1"
+
+
+def test_body_reaches_the_check(stack: EnvoyStack) -> None:
+    payload = b'{"note": "' + b"x" * 2000 + b'"}'
+    r = stack.request("POST", "/mutate/body", {"content-type": "application/json"}, payload)
+    assert r.status == 200
+    assert r.json()["body"] == payload.decode()
+    record = stack.audit_records()[r.upstream_headers()["x-guardrail-decision-id"]]
+    assert record["body_bytes"] == len(payload)
+
+
+def test_access_log_carries_decision_id(stack: EnvoyStack) -> None:
+    r = stack.request("GET", "/api/orders/9")
+    assert r.status == 401
+    did = r.headers["x-guardrail-decision-id"]
+    stack.request("GET", "/public/ping")  # access log lines are written after the response
+    for _ in range(50):
+        if did in stack.envoy_log():
+            break
+        time.sleep(0.1)
+    line = next(line for line in stack.envoy_log().splitlines() if did in line)
+    assert '"ext_authz_latency_us"' in line
+
+
+def test_authz_down_fails_closed_then_recovers(tmp_path: Path) -> None:
+    with EnvoyStack(make_policies(tmp_path), tmp_path).start() as s:
+        assert s.request("GET", "/public/ping").status == 200
+        assert s.server is not None
+        s.server.stop()
+        down = s.request("GET", "/public/ping")
+        assert down.status == 503
+        s.start_authz()
+        statuses = []
+        for _ in range(100):
+            statuses.append(s.request("GET", "/public/ping").status)
+            if statuses[-1] == 200:
+                break
+            time.sleep(0.1)
+        assert statuses[-1] == 200, statuses
