@@ -217,7 +217,7 @@ def test_allowed_decision_and_mutation_order(tmp_path: Path) -> None:
     )
     assert d.upstream_headers_set == [
         ("x-b", "2", "overwrite"),
-        ("x-a", "1", "append"),
+        ("x-a", "1", "overwrite"),  # append resolved: no inbound x-a
         ("x-guardrail-principal", "alice", "overwrite"),
         ("x-guardrail-roles", "staff", "overwrite"),
         ("x-guardrail-decision-id", "id-7", "overwrite"),

@@ -383,7 +383,11 @@ def test_status_out_of_range(tmp_path: Path) -> None:
 def test_status_on_allow_rule(tmp_path: Path) -> None:
     """Only deny rules take a status."""
     err = _one(tmp_path, VALID + "          status: 404\n")
-    assert (err.line, err.field, err.code) == (13, "spec.routes[0].rules[0].status", "rule.status")
+    assert (err.line, err.field, err.code) == (
+        13,
+        "spec.routes[0].rules[0].status",
+        "rule.deny_only",
+    )
 
 
 ITEM = "              - name: x-a\n"
@@ -829,7 +833,7 @@ def test_several_errors_reported_and_sorted(tmp_path: Path) -> None:
         ("a.yaml", 4, "aaa", "field.unknown"),
         ("b.yaml", 6, "spec.failMode", "field.choice"),
         ("b.yaml", 8, "spec.routes[0]", "route.conflict"),  # both files route /x
-        ("b.yaml", 14, "spec.routes[0].rules[0].status", "rule.status"),
+        ("b.yaml", 14, "spec.routes[0].rules[0].status", "rule.deny_only"),
         ("c.yaml", 0, "", "file.encoding"),
     ]
     assert errors == sorted(errors)
@@ -871,3 +875,30 @@ def test_policy_error_str_forms() -> None:
     assert str(PolicyError("a.yaml", 3, "spec.x", "c.d", "m")) == "a.yaml:3: spec.x: m [c.d]"
     assert str(PolicyError("a.yaml", 3, "", "c.d", "m")) == "a.yaml:3: m [c.d]"
     assert str(PolicyError("/p", 0, "", "dir.empty", "m")) == "/p: m [dir.empty]"
+
+
+@pytest.mark.parametrize(
+    ("snippet", "field", "code"),
+    [
+        ("          reason: 'Bad Reason'\n", "reason", "rule.reason"),
+        ("          message: hello\n", "message", "rule.deny_only"),
+        ("          when: {headers: [{name: x-guardrail-principal, present: true}]}\n",
+         "when.headers[0].name", "condition.reserved"),
+    ],
+)  # fmt: skip
+def test_rule_fields_checked(tmp_path: Path, snippet: str, field: str, code: str) -> None:
+    """Reasons are header-safe codes; deny-only fields and reserved headers are refused."""
+    found = _found(tmp_path, _in_rule(snippet))
+    assert (13, f"{RULE0}.{field}", code) in found
+
+
+def test_deny_status_must_be_an_error_status(tmp_path: Path) -> None:
+    """A deny rule cannot answer 2xx/3xx, which clients would read as success."""
+    text = _in_rule("").replace("effect: allow", "effect: deny") + "          status: 302\n"
+    assert (13, f"{RULE0}.status", "field.range") in _found(tmp_path, text)
+
+
+@pytest.mark.parametrize("key", ["hosts", "ports"])
+def test_empty_host_or_port_list(tmp_path: Path, key: str) -> None:
+    """An empty hosts/ports list is an error, not a silent match-nothing or match-all."""
+    assert (6, f"spec.{key}", "field.empty") in _found(tmp_path, _spec(f"  {key}: []\n"))

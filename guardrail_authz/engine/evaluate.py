@@ -26,7 +26,9 @@ _ERRORS = {
     413: "too_large",
     414: "uri_too_long",
     429: "too_many_requests",
+    431: "headers_too_large",
     500: "internal_error",
+    503: "unavailable",
 }
 
 

@@ -124,7 +124,7 @@ def split_path(raw_path: str) -> list[str]:
             raise BadRequestError(400, "ambiguous_path", "encoded slash in request path")
         if "\\" in seg:
             raise BadRequestError(400, "ambiguous_path", "backslash in request path")
-        if seg in (".", "..") or "\x00" in seg:
+        if seg.split(";", 1)[0] in (".", "..") or "\x00" in seg:
             raise BadRequestError(400, "ambiguous_path", "dot segment or NUL in request path")
         out.append(seg)
     return out

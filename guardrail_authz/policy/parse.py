@@ -28,6 +28,7 @@ KINDS = ("GuardrailPolicy", "ApiKeySet")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
+_REASON = re.compile(r"^[a-z0-9_.:-]{1,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _HEADER_MODES = {"overwrite": "overwrite", "append": "append", "ifAbsent": "if_absent"}
 
@@ -79,6 +80,8 @@ def _policy(spec: Reader, name: str, version: str, doc: Reader) -> Policy:
 
 def _hosts(r: Reader, key: str) -> tuple[str, ...]:
     hosts = r.text_list(key, lower=True)
+    if key in r.data and isinstance(r.data[key], list) and not r.data[key]:
+        r.error(key, "field.empty", "must not be empty (omit it to match every host)")
     for h in hosts:
         body = h[2:] if h.startswith("*.") else h
         if h != "*" and ("*" in body or "/" in body or not body):
@@ -92,6 +95,8 @@ def _ports(r: Reader, key: str) -> tuple[int, ...] | None:
     if key not in r.data:
         return None
     ports: list[int] = []
+    if isinstance(r.data[key], list) and not r.data[key]:
+        r.error(key, "field.empty", "must not be empty (omit it to match every port)")
     for item, path, line in r.items(key):
         if isinstance(item, bool) or not isinstance(item, int) or not 0 < item < 65536:
             r.sink.add("match.port", f"port must be 1-65535, got {item!r}", r.file, line, path)
@@ -170,10 +175,19 @@ def _rule(r: Reader) -> Rule:
         r.error(None, "field.required", "missing required field 'effect' (allow or deny)")
     w = r.mapping("when")
     when = _when(w) if w else When()
-    status = r.integer("status", lo=200, hi=599)
-    if status is not None and effect == "allow":
-        r.error("status", "rule.status", "status applies to deny rules only")
-    return Rule(name, effect, when, status, r.text("reason"), r.text("message"), r.where())
+    status = r.integer("status", lo=400, hi=599)
+    reason = r.text("reason")
+    if reason is not None and not _REASON.match(reason):
+        r.error(
+            "reason", "rule.reason", "use lowercase letters, digits and _ . : - (a header value)"
+        )
+        reason = None
+    message = r.text("message")
+    given = {"status": status, "reason": reason, "message": message}
+    for key, value in given.items():
+        if value is not None and effect == "allow":
+            r.error(key, "rule.deny_only", f"{key} applies to deny rules only")
+    return Rule(name, effect, when, status, reason, message, r.where())
 
 
 def _when(r: Reader) -> When:
@@ -200,6 +214,9 @@ def _conditions(r: Reader, key: str, *, header: bool) -> tuple[Condition, ...]:
         name = name.lower() if header else name
         if header and name and not _HEADER.match(name):
             c.error("name", "field.header", f"{name!r} is not a valid header name")
+        elif header and name.startswith("x-guardrail-"):
+            msg = "x-guardrail-* headers are set by the guardrail; a client could spoof them"
+            c.error("name", "condition.reserved", msg)
         if len(ops) != 1:
             choices = ", ".join(op.value for op in MatchOp)
             c.error(None, "condition.op", f"give exactly one of {choices}")
