@@ -1,0 +1,1 @@
+"""Benchmarks of guardrail-authz, run side by side in one process by `make bench`."""

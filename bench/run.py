@@ -1,0 +1,97 @@
+"""`make bench`: throughput vs a no-op server, handler stages, engine scaling; writes the report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import time
+from types import FrameType
+
+from bench import engine, h2load, profile, report, stages, throughput
+from bench.procs import ROOT, BenchError, Cores
+
+DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    p.add_argument("--rounds", type=int, default=3, help="a/b throughput rounds (default 3)")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per h2load run")
+    p.add_argument("--warmup", type=float, default=1.0, help="h2load warm-up seconds per run")
+    p.add_argument("--clients", type=int, default=4, help="h2load connections (default 4)")
+    p.add_argument("--streams", type=int, default=10, help="h2load streams per connection")
+    p.add_argument("--no-deny", action="store_true", help="skip the deny-request run")
+    p.add_argument("--skip-throughput", action="store_true", help="skip benchmark 1")
+    p.add_argument("--skip-engine", action="store_true", help="skip benchmarks 2 and 3")
+    p.add_argument("--routes", type=int, default=10_000, help="size of the large policy set")
+    p.add_argument("--repeats", type=int, default=7, help="engine repetitions (best is kept)")
+    p.add_argument("--profile", action="store_true", help="also py-spy the real server")
+    p.add_argument("--no-write", action="store_true", help=f"do not rewrite {DOC.name}")
+    return p
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds the context managers, so servers get stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks, print the report and write it to docs/benchmarks.md."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0 or args.clients < 1 or args.streams < 1:
+        parser.error("--rounds, --seconds, --clients and --streams must be positive")
+    if args.routes < 10 or args.repeats < 1:
+        parser.error("--routes must be at least 10 and --repeats at least 1")
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+    command = shlex.join(
+        [sys.executable, "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)]
+    )
+    cores = Cores.pick()
+    tool_version = "h2load not used"
+    if not args.skip_throughput or args.profile:
+        try:
+            tool_version = h2load.version(h2load.ensure_h2load())
+        except BenchError as exc:
+            print(f"bench failed: {exc}", file=sys.stderr)
+            return 1
+    machine = report.machine(tool_version)  # before pinning: `nproc` honours this process's mask
+    if cores.client is not None:
+        os.sched_setaffinity(0, {cores.client})  # keep this process off the server's core
+    load = h2load.Load(args.clients, args.streams, args.seconds, args.warmup)
+    tp: throughput.ThroughputReport | None = None
+    prof: profile.Profile | None = None
+    stage_rows: list[tuple[str, float]] | None = None
+    engines: list[engine.EngineResult] | None = None
+    try:
+        if not args.skip_throughput:
+            print(f"1. throughput ({cores.describe()})", flush=True)
+            tp = throughput.run(load, args.rounds, cores, with_deny=not args.no_deny)
+        if args.profile:
+            print("4. profiling the real server with py-spy", flush=True)
+            prof = profile.run(load, cores)
+        if not args.skip_engine:
+            print("2. Check handler stages, in-process", flush=True)
+            stage_rows = stages.measure(ROOT / "policies")
+            print("3. policy engine", flush=True)
+            engines = []
+            for n in (10, args.routes):
+                engines.append(engine.bench_size(n, iterations=150, repeats=args.repeats))
+                print(f"  {n:>6} routes: {engines[-1].us_per_decision:.1f} µs/decision", flush=True)
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    section = report.render(machine, command, tp, stage_rows, engines, args.repeats, prof)
+    print()
+    print(section)
+    if not args.no_write:
+        report.write_section(DOC, section)
+        print(f"wrote {DOC.relative_to(ROOT)} in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
