@@ -1,98 +1,100 @@
-"""The audit trail: one JSON line per decision, secrets redacted before anything is written."""
+"""The audit trail: one JSON line per decision, written in batches once per event-loop tick."""
 
 from __future__ import annotations
 
+import asyncio
+import json.encoder
 import sys
-from collections.abc import MutableMapping
+import time
 from pathlib import Path
-from typing import Any, TextIO
-
-import structlog
+from typing import TextIO
 
 from guardrail_authz.engine.decision import Decision
 from guardrail_authz.engine.request import RequestView
 
-SECRET_KEYS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "x-api-key",
-        "api_key",
-        "apikey",
-        "password",
-        "token",
-        "secret",
-        "body",
-    }
-)
-REDACTED = "[REDACTED]"
+_esc = json.encoder.encode_basestring_ascii  # the C escaper: quotes and escapes one string
 
 
-def redact(value: Any) -> Any:
-    """Replace the values of secret-looking keys, recursively."""
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if str(k).lower() in SECRET_KEYS else redact(v) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    return value
+def _s(value: str | None) -> str:
+    return "null" if value is None else _esc(value)
 
 
-def _redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in list(event):
-        if key.lower() in SECRET_KEYS:
-            event[key] = REDACTED
-        elif isinstance(event[key], dict | list):
-            event[key] = redact(event[key])
-    return event
+class _Clock:
+    """RFC 3339 UTC timestamps with millisecond precision; the seconds part is cached."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        t = time.time()
+        second = int(t)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((t - second) * 1000):03d}Z"
+
+
+def render(d: Decision, view: RequestView | None, seconds: float, now: str) -> str:
+    """One decision as a JSON line. Only fields named here are written: never headers,
+    query strings or bodies, so credentials cannot reach the audit log."""
+    if view is not None:
+        path = view.raw_path.split("?", 1)[0][:512]
+        req = (
+            f'"method":{_esc(view.method)},"host":{_esc(view.host)},"path":{_esc(path)},'
+            f'"source_principal":{_s(view.source_principal or None)},'
+            f'"request_id":{_s(view.request_id or None)},"body_bytes":{len(view.body)}'
+        )
+    else:
+        req = '"method":null,"host":null,"path":null,"source_principal":null,"request_id":null'
+        req += ',"body_bytes":0'
+    reasons = ",".join(_esc(r) for r in d.reasons)
+    return (
+        f'{{"time":"{now}","event":"decision","decision_id":{_esc(d.decision_id)},'
+        f'"policy_version":{_esc(d.policy_version)},"policy":{_s(d.policy)},'
+        f'"route":{_s(d.route)},"action":{_s(d.action)},"principal":{_s(d.principal)},'
+        f'"outcome":"{"allow" if d.allowed else "deny"}","status":{d.status},'
+        f'"reason":{_esc(d.reason)},"reasons":[{reasons}],"rule":{_s(d.rule)},'
+        f'{req},"latency_ms":{seconds * 1000:.3f}}}\n'
+    )
 
 
 class AuditLog:
-    """Writes decision records as JSON lines to stdout or a file."""
+    """Collects decision lines and writes them once per event-loop tick (or at once outside
+    a loop), so a burst of decisions costs one write and a line is never held past the tick."""
 
     def __init__(self, path: Path | None = None) -> None:
         self._file: TextIO = (
-            path.open("a", encoding="utf-8", buffering=1) if path is not None else sys.stdout
+            path.open("a", encoding="utf-8", buffering=1 << 16) if path is not None else sys.stdout
         )
         self._owned = path is not None
-        self._log = structlog.wrap_logger(
-            structlog.WriteLogger(self._file),
-            processors=[
-                structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
-                _redact_processor,
-                structlog.processors.JSONRenderer(sort_keys=False),
-            ],
-        )
+        self._lines: list[str] = []
+        self._scheduled = False
+        self._clock = _Clock()
 
     def record(self, d: Decision, view: RequestView | None, seconds: float) -> None:
-        """Write one decision (the request's query string and headers are never logged)."""
-        self._log.info(
-            "decision",
-            decision_id=d.decision_id,
-            policy_version=d.policy_version,
-            policy=d.policy,
-            route=d.route,
-            action=d.action,
-            principal=d.principal,
-            outcome="allow" if d.allowed else "deny",
-            status=d.status,
-            reason=d.reason,
-            reasons=d.reasons,
-            rule=d.rule,
-            method=view.method if view else None,
-            host=view.host if view else None,
-            path=view.raw_path.split("?", 1)[0][:512] if view else None,
-            source_principal=(view.source_principal or None) if view else None,
-            request_id=(view.request_id or None) if view else None,
-            body_bytes=len(view.body) if view else 0,
-            latency_ms=round(seconds * 1000, 3),
-        )
+        """Queue one decision's line; it is written before the event loop's next tick."""
+        self._lines.append(render(d, view, seconds, self._clock.now()))
+        if self._scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+            self._scheduled = True
+        except RuntimeError:  # no event loop (offline use): write now
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every queued line."""
+        self._scheduled = False
+        if self._lines:
+            self._file.write("".join(self._lines))
+            self._lines.clear()
+            self._file.flush()
 
     def close(self) -> None:
         """Flush and close a file sink."""
-        self._file.flush()
+        self.flush()
         if self._owned:
             self._file.close()

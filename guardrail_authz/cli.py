@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from guardrail_authz import logsetup
 from guardrail_authz.engine.decision import DecisionIds
 from guardrail_authz.engine.evaluate import evaluate
 from guardrail_authz.engine.request import RequestView
@@ -88,11 +88,7 @@ def _eval(directory: Path, request: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from guardrail_authz.server.app import BindError, ServeConfig, serve  # noqa: PLC0415
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logsetup.configure(args.log_level)
     config = ServeConfig(
         policies=args.policies,
         grpc_addr=args.grpc,

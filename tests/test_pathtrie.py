@@ -391,7 +391,7 @@ def _snapshot(routes: list[Route]) -> PolicySnapshot:
 
 def test_route_index_matches_brute_force() -> None:
     """10,000 generated routes: the index picks what a full scan by precedence picks."""
-    rng = random.Random(20240506)  # noqa: S311 - seeded, reproducible test data, not crypto
+    rng = random.Random(20240506)
     routes, flat = _generate(rng, 10_000)
     snapshot = _snapshot(routes)
     assert snapshot.route_count == 10_000

@@ -35,11 +35,14 @@ _ERRORS = {
 class _Caller:
     """Who the request authenticated as."""
 
-    __slots__ = ("principal", "roles", "source")
+    __slots__ = ("principal", "roles", "roles_header", "source")
 
-    def __init__(self, principal: str | None, roles: frozenset[str], source: str | None) -> None:
+    def __init__(
+        self, principal: str | None, roles: frozenset[str], roles_header: str, source: str | None
+    ) -> None:
         self.principal = principal
         self.roles = roles
+        self.roles_header = roles_header
         self.source = source
 
 
@@ -81,7 +84,7 @@ def evaluate(snapshot: PolicySnapshot, view: RequestView, decision_id: str) -> D
 def _decide(
     snapshot: PolicySnapshot, view: RequestView, did: str, route: CompiledRoute
 ) -> Decision:
-    caller = _Caller(None, _NO_ROLES, view.source_principal or None)
+    caller = _Caller(None, _NO_ROLES, "", view.source_principal or None)
     policy = route.policy
     if route.uses_identity:
         for header in policy.key_headers:
@@ -94,6 +97,7 @@ def _decide(
                     snapshot.version, did, route, 401, "invalid_api_key", "the API key is not valid"
                 )
             caller.principal, caller.roles = entry.principal, entry.roles
+            caller.roles_header = entry.roles_header
             break
         if caller.principal is None:
             caller.principal = caller.source
@@ -136,16 +140,19 @@ def _decide(
 def _matches(rule: CompiledRule, caller: _Caller, view: RequestView) -> bool:
     if rule.authenticated is not None and rule.authenticated != (caller.principal is not None):
         return False
-    if rule.principals and not rule.principals.matches(caller.principal):
+    if rule.has_principals and not rule.principals.matches(caller.principal):
         return False
-    if rule.source_principals and not rule.source_principals.matches(caller.source):
+    if rule.has_sources and not rule.source_principals.matches(caller.source):
         return False
     if rule.roles and rule.roles.isdisjoint(caller.roles):
         return False
-    for cond in rule.headers:
-        if not cond.holds(view.headers.get(cond.name)):
-            return False
-    return all(cond.holds(view.query_param(cond.name)) for cond in rule.query)
+    if rule.headers:
+        for cond in rule.headers:
+            if not cond.holds(view.headers.get(cond.name)):
+                return False
+    if rule.query:
+        return all(cond.holds(view.query_param(cond.name)) for cond in rule.query)
+    return True
 
 
 def _describe(d: Decision, route: CompiledRoute | None) -> None:
@@ -162,31 +169,37 @@ def _allow(
     caller: _Caller,
 ) -> Decision:
     d = Decision(True, 200, "allowed", did, snapshot.version, principal=caller.principal)
-    _describe(d, route)
-    d.rule = rule.name
-    d.reasons.append(f"allowed_by_rule:{rule.name}")
+    d.policy, d.route, d.action, d.rule = route.policy.name, route.id, route.action, rule.name
+    d.reasons.append(rule.allow_reason)
     m = route.mutations
     sets = d.upstream_headers_set
-    for name, value, mode in m.set_headers:
+    sets.extend(m.static_sets)
+    for name, value, mode in m.dynamic_sets:
         # append/ifAbsent are resolved here against the inbound headers, so Envoy only ever
         # overwrites: Envoy 1.40's ext_authz ignores append_action on request headers.
-        current = view.headers.get(name) if mode != "overwrite" else None
+        current = view.headers.get(name)
         if current is None:
             sets.append((name, value, "overwrite"))
         elif mode == "append":
             sets.append((name, f"{current},{value}", "overwrite"))
+    identity: tuple[str, ...] = ()
     if m.propagate_identity and caller.principal is not None:
         sets.append((PRINCIPAL_HEADER, caller.principal, "overwrite"))
-        if caller.roles:
-            sets.append((ROLES_HEADER, ",".join(sorted(caller.roles)), "overwrite"))
+        identity = (PRINCIPAL_HEADER,)
+        if caller.roles_header:
+            sets.append((ROLES_HEADER, caller.roles_header, "overwrite"))
+            identity = (PRINCIPAL_HEADER, ROLES_HEADER)
     sets.append((DECISION_ID_HEADER, did, "overwrite"))
-    ours = {name for name, _, _ in sets}
     remove = d.upstream_headers_remove
-    remove.extend(h for h in m.remove_headers if h not in ours)
-    _strip_inbound(remove, route, view, ours)
-    d.response_headers_add.extend(m.response_headers)
-    d.query_set.extend(m.query_set)
-    d.query_remove.extend(m.query_remove)
+    ours = m.set_names
+    remove.extend(h for h in m.remove_headers if h not in ours and h not in identity)
+    _strip_inbound(remove, route, view, ours, identity)
+    if m.response_headers:
+        d.response_headers_add.extend(m.response_headers)
+    if m.query_set:
+        d.query_set.extend(m.query_set)
+    if m.query_remove:
+        d.query_remove.extend(m.query_remove)
     return d
 
 
@@ -196,13 +209,30 @@ def reject(version: str, did: str, status: int, reason: str, message: str) -> De
 
 
 def _strip_inbound(
-    remove: list[str], route: CompiledRoute, view: RequestView, ours: set[str]
+    remove: list[str],
+    route: CompiledRoute,
+    view: RequestView,
+    ours: frozenset[str],
+    identity: tuple[str, ...] = (),
 ) -> None:
     """API keys (when the policy strips them) and inbound x-guardrail-* headers we do not set."""
-    if route.policy.strip_keys:
-        remove.extend(h for h in route.policy.key_headers if h in view.headers and h not in ours)
+    headers = view.headers
+    policy = route.policy
+    if policy.strip_keys:
+        remove.extend(h for h in policy.key_headers if h in headers and h not in ours)
     # Inbound x-guardrail-* headers never reach the upstream unless we set them ourselves.
-    remove.extend(h for h in view.headers if h.startswith(GUARDRAIL_PREFIX) and h not in ours)
+    # One C-level join, then str.find: no Python loop over every header name.
+    names = "\n".join(headers)
+    i = names.find(GUARDRAIL_PREFIX)
+    while i != -1:
+        end = names.find("\n", i)
+        if i == 0 or names[i - 1] == "\n":
+            h = names[i:] if end == -1 else names[i:end]
+            if h not in ours and h not in identity and h != DECISION_ID_HEADER:
+                remove.append(h)
+        if end == -1:
+            break
+        i = names.find(GUARDRAIL_PREFIX, end)
 
 
 def _fail_open(
@@ -213,7 +243,7 @@ def _fail_open(
     _describe(d, route)
     d.reasons.append("internal_error_fail_open")
     d.upstream_headers_set.append((DECISION_ID_HEADER, did, "overwrite"))
-    _strip_inbound(d.upstream_headers_remove, route, view, {DECISION_ID_HEADER})
+    _strip_inbound(d.upstream_headers_remove, route, view, frozenset())
     return d
 
 

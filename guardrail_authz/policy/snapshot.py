@@ -15,6 +15,10 @@ class KeyEntry:
 
     principal: str
     roles: frozenset[str]
+    roles_header: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "roles_header", ",".join(sorted(self.roles)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,14 @@ class CompiledRule:
     status: int
     reason: str
     message: str | None
+    allow_reason: str = field(init=False)
+    has_principals: bool = field(init=False)
+    has_sources: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allow_reason", f"allowed_by_rule:{self.name}")
+        object.__setattr__(self, "has_principals", bool(self.principals))
+        object.__setattr__(self, "has_sources", bool(self.source_principals))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +68,18 @@ class Mutations:
     query_set: tuple[tuple[str, str], ...] = ()
     query_remove: tuple[str, ...] = ()
     propagate_identity: bool = True
+    # Derived once: overwrite-mode sets need no look at the request; the rest do.
+    static_sets: tuple[tuple[str, str, str], ...] = field(init=False)
+    dynamic_sets: tuple[tuple[str, str, str], ...] = field(init=False)
+    set_names: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        static = tuple(h for h in self.set_headers if h[2] == "overwrite")
+        object.__setattr__(self, "static_sets", static)
+        object.__setattr__(
+            self, "dynamic_sets", tuple(h for h in self.set_headers if h[2] != "overwrite")
+        )
+        object.__setattr__(self, "set_names", frozenset(h[0] for h in self.set_headers))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +102,12 @@ class RouteIndex:
     """host pattern → port (0 = any) → path trie; built once, never mutated after compile."""
 
     hosts: dict[str, dict[int, PathTrie[CompiledRoute]]] = field(default_factory=dict)
+    wildcards: bool = False  # any '*.suffix' host pattern: only then are suffixes tried
 
     def trie(self, host: str, port: int) -> PathTrie[CompiledRoute]:
         """The trie for a (host pattern, port) pair, created on first use (compile time only)."""
         ports = self.hosts.setdefault(host, {})
+        self.wildcards = self.wildcards or host.startswith("*.")
         trie = ports.get(port)
         if trie is None:
             trie = ports[port] = PathTrie()
@@ -92,7 +118,8 @@ class RouteIndex:
     ) -> CompiledRoute | None:
         """Most specific route: host (exact, wildcard, any) → port (exact, any) → path → method."""
         hosts = self.hosts
-        for key in host_candidates(host):
+        keys = host_candidates(host) if self.wildcards else (host, "*")
+        for key in keys:
             ports = hosts.get(key)
             if ports is None:
                 continue

@@ -2,10 +2,48 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+
+class _DecisionCollector(Collector):
+    """Decision counts and latency kept in plain ints, turned into metrics only when scraped.
+
+    Updated from the event loop's thread only, so no lock: a prometheus_client Counter and
+    Histogram cost ~1.6 µs per decision, this ~0.4 µs (bench/stages.py)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str, str], int] = {}
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        counter = CounterMetricFamily(
+            "guardrail_decisions",
+            "Decisions by policy, route, outcome and reason.",
+            labels=("policy", "route", "outcome", "reason"),
+        )
+        for key, value in list(self.counts.items()):
+            counter.add_metric(key, value)
+        yield counter
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily(
+            "guardrail_decision_seconds",
+            "Time to decide one Check, from request bytes to response bytes.",
+            buckets=buckets,
+            sum_value=self.total,
+        )
 
 
 class Metrics:
@@ -14,18 +52,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.decisions = Counter(
-            "guardrail_decisions",
-            "Decisions by policy, route and outcome.",
-            ("policy", "route", "outcome", "reason"),
-            registry=r,
-        )
-        self.latency = Histogram(
-            "guardrail_decision_seconds",
-            "Time to decide one Check, from request bytes to response bytes.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        self._decisions = _DecisionCollector()
+        r.register(self._decisions)
         self.reloads = Counter(
             "guardrail_policy_reloads", "Policy loads by result.", ("result",), registry=r
         )
@@ -37,17 +65,15 @@ class Metrics:
         )
         self.routes = Gauge("guardrail_policy_routes", "Routes in the active snapshot.", registry=r)
         self.ready = Gauge("guardrail_ready", "1 once a valid policy set is loaded.", registry=r)
-        self._children: dict[tuple[str, str, str, str], Counter] = {}
         self._version: str | None = None
 
     def decision(self, policy: str, route: str, allowed: bool, reason: str, seconds: float) -> None:
         """Count one decision and observe its latency (label children cached)."""
+        c = self._decisions
         key = (policy, route, "allow" if allowed else "deny", reason)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.decisions.labels(*key)
-        child.inc()
-        self.latency.observe(seconds)
+        c.counts[key] = c.counts.get(key, 0) + 1
+        c.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        c.total += seconds
 
     def policy_loaded(self, version: str, routes: int) -> None:
         """Record a successful load and the now-active version."""
