@@ -17,7 +17,7 @@ pytestmark = pytest.mark.envoy
 MUTATIONS = """\
 apiVersion: guardrail-authz/v1
 kind: GuardrailPolicy
-metadata: {name: gen, version: "1"}
+metadata: {name: gen, version: "GEN"}
 spec:
   routes:
     - name: mutate
