@@ -20,8 +20,30 @@ class EnvoyPorts:
     authz_port: int = 9191
     upstream_host: str = "127.0.0.1"
     upstream_port: int = 8081
+    cluster_type: str = "STATIC"  # STRICT_DNS when the hosts are names (compose, Kubernetes)
+
+
+COMPOSE = EnvoyPorts(
+    bind="0.0.0.0",  # noqa: S104 - inside the compose network, Envoy faces other containers
+    authz_host="guardrail-authz",
+    upstream_host="upstream",
+    cluster_type="STRICT_DNS",
+)
+
+
+def main() -> None:
+    """`python -m guardrail_authz.envoyconf` rewrites envoy/compose.yaml from the template."""
+    target = TEMPLATE.parent / "compose.yaml"
+    header = (
+        "# Generated from template.yaml by `python -m guardrail_authz.envoyconf`; do not edit.\n"
+    )
+    target.write_text(header + render(COMPOSE), encoding="utf-8")
 
 
 def render(ports: EnvoyPorts, template: Path = TEMPLATE) -> str:
     """The template with every ${placeholder} filled; a missing one raises KeyError."""
     return Template(template.read_text(encoding="utf-8")).substitute(asdict(ports))
+
+
+if __name__ == "__main__":
+    main()
