@@ -138,14 +138,18 @@ class EnvoyStack:
             if own:
                 c.close()
 
-    def audit_records(self) -> dict[str, dict[str, object]]:
-        """Audit records by decision id."""
+    def audit_records(self, *wanted: str, timeout: float = 5) -> dict[str, dict[str, object]]:
+        """Audit records by id; waits until `wanted` are written (audit writes are batched)."""
         path = self.workdir / "audit.log"
-        out: dict[str, dict[str, object]] = {}
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            out[str(record["decision_id"])] = record
-        return out
+        deadline = time.monotonic() + timeout
+        while True:
+            out: dict[str, dict[str, object]] = {}
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                out[str(record["decision_id"])] = record
+            if all(w in out for w in wanted) or time.monotonic() > deadline:
+                return out
+            time.sleep(0.02)
 
     def envoy_log(self) -> str:
         """What Envoy printed (access log and warnings)."""

@@ -139,7 +139,8 @@ def test_body_reaches_the_check(stack: EnvoyStack) -> None:
     r = stack.request("POST", "/mutate/body", {"content-type": "application/json"}, payload)
     assert r.status == 200
     assert r.json()["body"] == payload.decode()
-    record = stack.audit_records()[r.upstream_headers()["x-guardrail-decision-id"]]
+    did = r.upstream_headers()["x-guardrail-decision-id"]
+    record = stack.audit_records(did)[did]
     assert record["body_bytes"] == len(payload)
 
 

@@ -1,0 +1,75 @@
+"""The audit log: valid JSON lines, no secrets, batched writes that are never lost on close."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from guardrail_authz.audit import AuditLog, render
+from guardrail_authz.engine.decision import Decision
+from guardrail_authz.engine.request import RequestView
+
+SECRETS = {
+    "x-api-key": "demo-reader-key",
+    "authorization": "Bearer abc.def.ghi",
+    "cookie": "session=s3cr3t",
+}
+
+
+def _view(path: str = '/a/"quoted"\n/é?token=s3cr3t-query') -> RequestView:
+    return RequestView(
+        method="GET", raw_path=path, host="Shop.Example:8080", headers=SECRETS,
+        source_principal="spiffe://x/ns/a/sa/b", body=b"password=hunter2", request_id="r-1",
+    )  # fmt: skip
+
+
+def _decision() -> Decision:
+    d = Decision(True, 200, "allowed", "d-1", "p@1#abc", "p", "p/r", "act", "reader", "rule")
+    d.reasons.append("allowed_by_rule:rule")
+    return d
+
+
+def test_render_is_one_json_line_with_the_fields() -> None:
+    line = render(_decision(), _view(), 0.000123, "2026-11-21T00:00:00.000Z")
+    assert line.endswith("\n")
+    assert line.count("\n") == 1
+    record = json.loads(line)
+    assert record["path"] == '/a/"quoted"\n/é'  # query string dropped, escaping correct
+    assert record["host"] == "shop.example"
+    assert record["outcome"] == "allow"
+    assert record["reasons"] == ["allowed_by_rule:rule"]
+    assert record["latency_ms"] == 0.123
+    assert record["body_bytes"] == len(b"password=hunter2")
+    for secret in ("demo-reader-key", "Bearer", "s3cr3t", "hunter2"):
+        assert secret not in line
+
+
+def test_render_without_a_request_view() -> None:
+    record = json.loads(render(_decision(), None, 0.0, "t"))
+    assert record["method"] is None
+    assert record["body_bytes"] == 0
+
+
+def test_outside_an_event_loop_lines_are_written_at_once(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.log")
+    log.record(_decision(), _view(), 0.001)
+    assert len((tmp_path / "a.log").read_text().splitlines()) == 1
+    log.close()
+
+
+def test_in_a_loop_lines_are_batched_then_written(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+
+    async def run() -> tuple[int, int, int]:
+        log = AuditLog(path, flush_interval=0.05)
+        for _ in range(100):
+            log.record(_decision(), _view(), 0.001)
+        before = len(path.read_text().splitlines())
+        await asyncio.sleep(0.15)
+        after = len(path.read_text().splitlines())
+        log.record(_decision(), _view(), 0.001)
+        log.close()  # close flushes what is pending: nothing is lost on shutdown
+        return before, after, len(path.read_text().splitlines())
+
+    assert asyncio.run(run()) == (0, 100, 101)
