@@ -172,3 +172,11 @@ def test_authz_down_fails_closed_then_recovers(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         assert statuses[-1] == 200, statuses
+
+
+def test_route_without_check_bypasses_the_guardrail(tmp_path: Path) -> None:
+    with EnvoyStack(make_policies(tmp_path), tmp_path).start() as s:
+        assert s.server is not None
+        s.server.stop()  # guardrail down: checked routes fail closed, the exempt one answers
+        assert s.request("GET", "/envoy-healthz").status == 200
+        assert s.request("GET", "/public/ping").status == 503
