@@ -102,33 +102,57 @@ def command(h2load: str, port: int, data: Path, load: Load, cores: Cores) -> lis
     ]
 
 
-def run(h2load: str, server: Server, data: Path, load: Load, cores: Cores) -> Result:
-    """Drive one timed run; raises BenchError when h2load fails or its output is unexpected."""
-    argv = command(h2load, server.port, data, load, cores)
-    cpu0, wall0 = server.cpu_seconds(), time.monotonic()
-    budget = load.seconds + load.warmup + 30
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The counts h2load prints at the end of one run."""
+
+    rps: float
+    done: int
+    succeeded: int
+    failed: int
+    errored: int
+    timeout: int
+    status_2xx: int
+    status_other: int
+
+    def clean(self) -> bool:
+        """Every request finished, succeeded and got a 2xx."""
+        bad = self.failed + self.errored + self.timeout + self.status_other
+        return self.done > 0 and bad == 0 and self.status_2xx == self.done
+
+
+def invoke(argv: list[str], budget: float) -> Summary:
+    """Run one h2load command line and parse its summary; BenchError when it fails."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=budget)
     except subprocess.TimeoutExpired:
         raise BenchError(f"h2load did not finish within {budget:.0f}s: {' '.join(argv)}") from None
-    cpu, wall = server.cpu_seconds() - cpu0, time.monotonic() - wall0
-    server.check_alive()
     out = done.stdout
     finished, reqs, status = _FINISHED.search(out), _REQUESTS.search(out), _STATUS.search(out)
     if done.returncode != 0 or not (finished and reqs and status):
         raise BenchError(f"h2load failed ({done.returncode}): {' '.join(argv)}\n{out}{done.stderr}")
     _total, _started, n_done, ok, failed, errored, timeout = (int(g) for g in reqs.groups())
     s2, s3, s4, s5 = (int(g) for g in status.groups())
+    return Summary(float(finished.group(3)), n_done, ok, failed, errored, timeout, s2, s3 + s4 + s5)
+
+
+def run(h2load: str, server: Server, data: Path, load: Load, cores: Cores) -> Result:
+    """Drive one timed run; raises BenchError when h2load fails or its output is unexpected."""
+    argv = command(h2load, server.port, data, load, cores)
+    cpu0, wall0 = server.cpu_seconds(), time.monotonic()
+    s = invoke(argv, load.seconds + load.warmup + 30)
+    cpu, wall = server.cpu_seconds() - cpu0, time.monotonic() - wall0
+    server.check_alive()
     return Result(
         server.name,
         " ".join(argv),
-        float(finished.group(3)),
-        n_done,
-        ok,
-        failed,
-        errored,
-        timeout,
-        s2,
-        s3 + s4 + s5,
+        s.rps,
+        s.done,
+        s.succeeded,
+        s.failed,
+        s.errored,
+        s.timeout,
+        s.status_2xx,
+        s.status_other,
         cpu / wall,
     )

@@ -73,8 +73,10 @@ class Server:
 
 
 @contextmanager
-def running(name: str, command: list[str], log: Path) -> Iterator[Server]:
-    """Start a server, yield it once its ready line appears, and stop it whatever happens."""
+def running(
+    name: str, command: list[str], log: Path, ready: re.Pattern[str] = READY
+) -> Iterator[Server]:
+    """Start a server, yield it once `ready` (last group = port) matches its log; always stop it."""
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             command,
@@ -85,19 +87,19 @@ def running(name: str, command: list[str], log: Path) -> Iterator[Server]:
             env=os.environ | {"PYTHONPATH": str(ROOT)},
         )
     try:
-        server = Server(name, command, proc, _wait_ready(name, proc, log), log)
+        server = Server(name, command, proc, _wait_ready(name, proc, log, ready), log)
         yield server
         server.check_alive()
     finally:
         stop(proc)
 
 
-def _wait_ready(name: str, proc: subprocess.Popen[bytes], log: Path) -> int:
+def _wait_ready(name: str, proc: subprocess.Popen[bytes], log: Path, ready: re.Pattern[str]) -> int:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        found = READY.search(log.read_text(errors="replace"))
+        found = ready.search(log.read_text(errors="replace"))
         if found:
-            return int(found.group(2))
+            return int(found.group(found.re.groups))
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:]
             raise BenchError(f"{name} exited with {proc.returncode} before listening:\n{tail}")

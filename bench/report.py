@@ -13,7 +13,9 @@ import grpc
 from google.protobuf import __version__ as protobuf_version
 from google.protobuf.internal import api_implementation
 
+from bench import envoyreport
 from bench.engine import EngineResult
+from bench.envoybench import EnvoyReport
 from bench.profile import Profile
 from bench.stages import REPEATS
 from bench.throughput import ThroughputReport
@@ -182,7 +184,7 @@ def _engine_md(results: list[EngineResult], repeats: int) -> list[str]:
 
 def _profile_md(p: Profile) -> list[str]:
     lines = [
-        "### 4. Profile of the real server under load (py-spy, event-loop thread)",
+        "### 5. Profile of the real server under load (py-spy, event-loop thread)",
         "",
         f"`{p.command}` while h2load ran at {p.rps:.0f} req/s (sampling slows the server); "
         f"{p.samples} samples of the main thread. Inclusive share and µs per RPC:",
@@ -202,6 +204,7 @@ def render(
     engine: list[EngineResult] | None,
     engine_repeats: int,
     profile: Profile | None,
+    envoy: EnvoyReport | None = None,
 ) -> str:
     """The whole results section, markers included."""
     lines = [START, "## Latest results", "", *_machine_md(m, command)]
@@ -211,6 +214,8 @@ def render(
         lines += _stages_md(stages)
     if engine:
         lines += _engine_md(engine, engine_repeats)
+    if envoy is not None:
+        lines += envoyreport.render(envoy)
     if profile is not None:
         lines += _profile_md(profile)
     lines.append(END)

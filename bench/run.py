@@ -1,4 +1,4 @@
-"""`make bench`: throughput vs a no-op server, handler stages, engine scaling; writes the report."""
+"""`make bench`: Check throughput, handler stages, engine scaling, HTTP via Envoy; the report."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import time
 from types import FrameType
 
-from bench import engine, h2load, profile, report, stages, throughput
+from bench import engine, envoybench, h2load, placement, profile, report, stages, throughput
 from bench.procs import ROOT, BenchError, Cores
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -18,7 +18,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    p.add_argument("--rounds", type=int, default=3, help="a/b throughput rounds (default 3)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of benchmarks 1 and 4 (default 3)")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per h2load run")
     p.add_argument("--warmup", type=float, default=1.0, help="h2load warm-up seconds per run")
     p.add_argument("--clients", type=int, default=4, help="h2load connections (default 4)")
@@ -26,6 +26,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-deny", action="store_true", help="skip the deny-request run")
     p.add_argument("--skip-throughput", action="store_true", help="skip benchmark 1")
     p.add_argument("--skip-engine", action="store_true", help="skip benchmarks 2 and 3")
+    p.add_argument("--skip-envoy", action="store_true", help="skip benchmark 4 (through Envoy)")
+    p.add_argument("--envoy-seconds", type=float, default=5.0, help="seconds per Envoy run")
+    p.add_argument("--rate", type=int, default=500, help="fixed rate through Envoy (req/s)")
+    p.add_argument(
+        "--placement",
+        choices=placement.CHOICES,
+        default=placement.CHOICES[0],
+        help="benchmark 4's CPUs: split = the Check server alone on one CPU, Envoy + upstream + "
+        "h2load on the other (default); shared = all servers on one CPU, h2load on the other",
+    )
     p.add_argument("--routes", type=int, default=10_000, help="size of the large policy set")
     p.add_argument("--repeats", type=int, default=7, help="engine repetitions (best is kept)")
     p.add_argument("--profile", action="store_true", help="also py-spy the real server")
@@ -37,14 +47,27 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds the context managers, so servers get stopped
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmarks, print the report and write it to docs/benchmarks.md."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.rounds < 1 or args.seconds <= 0 or args.clients < 1 or args.streams < 1:
         parser.error("--rounds, --seconds, --clients and --streams must be positive")
     if args.routes < 10 or args.repeats < 1:
         parser.error("--routes must be at least 10 and --repeats at least 1")
+    if args.envoy_seconds <= 0 or args.rate < 1:
+        parser.error("--envoy-seconds and --rate must be positive")
+
+
+def _through_envoy(args: argparse.Namespace, cores: Cores) -> envoybench.EnvoyReport:
+    where = placement.Placement.pick(args.placement, cores)
+    print(f"4. HTTP through Envoy ({where.describe()})", flush=True)
+    load = h2load.Load(args.clients, args.streams, args.envoy_seconds, args.warmup)
+    return envoybench.run(load, args.rate, args.rounds, where)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks, print the report and write it to docs/benchmarks.md."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check(parser, args)
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     command = shlex.join(
@@ -52,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     cores = Cores.pick()
     tool_version = "h2load not used"
-    if not args.skip_throughput or args.profile:
+    if not args.skip_throughput or not args.skip_envoy or args.profile:
         try:
             tool_version = h2load.version(h2load.ensure_h2load())
         except BenchError as exc:
@@ -66,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     prof: profile.Profile | None = None
     stage_rows: list[tuple[str, float]] | None = None
     engines: list[engine.EngineResult] | None = None
+    through_envoy: envoybench.EnvoyReport | None = None
     try:
         if not args.skip_throughput:
             print(f"1. throughput ({cores.describe()})", flush=True)
             tp = throughput.run(load, args.rounds, cores, with_deny=not args.no_deny)
         if args.profile:
-            print("4. profiling the real server with py-spy", flush=True)
+            print("5. profiling the real server with py-spy", flush=True)
             prof = profile.run(load, cores)
         if not args.skip_engine:
             print("2. Check handler stages, in-process", flush=True)
@@ -81,10 +105,14 @@ def main(argv: list[str] | None = None) -> int:
             for n in (10, args.routes):
                 engines.append(engine.bench_size(n, iterations=150, repeats=args.repeats))
                 print(f"  {n:>6} routes: {engines[-1].us_per_decision:.1f} µs/decision", flush=True)
+        if not args.skip_envoy:
+            through_envoy = _through_envoy(args, cores)
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
-    section = report.render(machine, command, tp, stage_rows, engines, args.repeats, prof)
+    section = report.render(
+        machine, command, tp, stage_rows, engines, args.repeats, prof, through_envoy
+    )
     print()
     print(section)
     if not args.no_write:
