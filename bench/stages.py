@@ -15,6 +15,7 @@ from bench.checkreq import allow_request, deny_request
 from bench.procs import BenchError
 from guardrail_authz.audit import AuditLog
 from guardrail_authz.engine.evaluate import evaluate
+from guardrail_authz.server.encode import encode_allow
 from guardrail_authz.server.metrics import Metrics
 from guardrail_authz.server.reload import SnapshotHolder
 from guardrail_authz.server.response import to_check_response
@@ -80,6 +81,10 @@ def measure(
                 (
                     "to_check_response + SerializeToString (allow)",
                     lambda: to_check_response(decision).SerializeToString(),
+                ),
+                (
+                    "encode_allow (allow, what the server sends)",
+                    lambda: encode_allow(decision),
                 ),
                 (
                     "to_check_response + SerializeToString (deny)",
