@@ -33,11 +33,9 @@ class Load:
 
 
 @dataclass(frozen=True, slots=True)
-class Result:
-    """One h2load run against one server."""
+class Summary:
+    """The counts h2load prints at the end of one run."""
 
-    server: str
-    command: str
     rps: float
     done: int
     succeeded: int
@@ -46,12 +44,21 @@ class Result:
     timeout: int
     status_2xx: int
     status_other: int
-    server_cpu: float  # share of one core the server used during the run (1.0 = saturated)
 
     def clean(self) -> bool:
         """Every request finished, succeeded and got a 2xx."""
         bad = self.failed + self.errored + self.timeout + self.status_other
         return self.done > 0 and bad == 0 and self.status_2xx == self.done
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One h2load run against one server."""
+
+    server: str
+    command: str
+    summary: Summary
+    server_cpu: float  # share of one core the server used during the run (1.0 = saturated)
 
 
 def ensure_h2load() -> str:
@@ -102,25 +109,6 @@ def command(h2load: str, port: int, data: Path, load: Load, cores: Cores) -> lis
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """The counts h2load prints at the end of one run."""
-
-    rps: float
-    done: int
-    succeeded: int
-    failed: int
-    errored: int
-    timeout: int
-    status_2xx: int
-    status_other: int
-
-    def clean(self) -> bool:
-        """Every request finished, succeeded and got a 2xx."""
-        bad = self.failed + self.errored + self.timeout + self.status_other
-        return self.done > 0 and bad == 0 and self.status_2xx == self.done
-
-
 def invoke(argv: list[str], budget: float) -> Summary:
     """Run one h2load command line and parse its summary; BenchError when it fails."""
     try:
@@ -143,16 +131,4 @@ def run(h2load: str, server: Server, data: Path, load: Load, cores: Cores) -> Re
     s = invoke(argv, load.seconds + load.warmup + 30)
     cpu, wall = server.cpu_seconds() - cpu0, time.monotonic() - wall0
     server.check_alive()
-    return Result(
-        server.name,
-        " ".join(argv),
-        s.rps,
-        s.done,
-        s.succeeded,
-        s.failed,
-        s.errored,
-        s.timeout,
-        s.status_2xx,
-        s.status_other,
-        cpu / wall,
-    )
+    return Result(server.name, " ".join(argv), s, cpu / wall)

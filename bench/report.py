@@ -105,7 +105,8 @@ def _throughput_md(t: ThroughputReport) -> list[str]:
     ]
     for n, (ra, rb) in enumerate(t.rounds, 1):
         lines.append(
-            f"| {n} | {ra.rps:.0f} | {rb.rps:.0f} | {rb.rps / ra.rps:.2f} "
+            f"| {n} | {ra.summary.rps:.0f} | {rb.summary.rps:.0f} "
+            f"| {rb.summary.rps / ra.summary.rps:.2f} "
             f"| {ra.server_cpu:.0%} | {rb.server_cpu:.0%} |"
         )
     lines += [
@@ -120,7 +121,7 @@ def _throughput_md(t: ThroughputReport) -> list[str]:
     if t.deny is not None:
         lines += [
             f"Deny case (DELETE /api/orders/42 with the reader key → 403, same load): "
-            f"{t.deny.rps:.0f} req/s, {t.deny.rps / a:.2f} of the no-op median.",
+            f"{t.deny.summary.rps:.0f} req/s, {t.deny.summary.rps / a:.2f} of the no-op median.",
             "",
         ]
     lines += ["Checked before and after measuring:", ""]

@@ -34,7 +34,7 @@ class ThroughputReport:
 
     def median(self, which: int) -> float:
         """Median req/s of the no-op (0) or the real server (1)."""
-        return statistics.median(pair[which].rps for pair in self.rounds)
+        return statistics.median(pair[which].summary.rps for pair in self.rounds)
 
     def ratio(self) -> float:
         """Median real / median no-op."""
@@ -77,14 +77,15 @@ def _measure(
     tool: str, server: Server, data: Path, load: h2load.Load, cores: Cores
 ) -> h2load.Result:
     result = h2load.run(tool, server, data, load, cores)
-    status = "ok" if result.clean() else "NOT CLEAN"
+    s = result.summary
+    status = "ok" if s.clean() else "NOT CLEAN"
     print(
-        f"  {server.name:16s} {result.rps:9.1f} req/s  done={result.done} "
-        f"2xx={result.status_2xx} errors={result.failed + result.errored + result.timeout} "
+        f"  {server.name:16s} {s.rps:9.1f} req/s  done={s.done} "
+        f"2xx={s.status_2xx} errors={s.failed + s.errored + s.timeout} "
         f"server-cpu={result.server_cpu:.0%} [{status}]",
         flush=True,
     )
-    if not result.clean():
+    if not s.clean():
         raise BenchError(f"h2load reported failures against {server.name}: {result.command}")
     return result
 
@@ -131,7 +132,8 @@ def run(load: h2load.Load, rounds: int, cores: Cores, with_deny: bool) -> Throug
         if with_deny:
             print(" deny request", flush=True)
             report.deny = _measure(tool, real, deny_file, load, cores)
-        measured = sum(b.done for _, b in report.rounds) + (report.deny.done if report.deny else 0)
+        denied = report.deny.summary.done if report.deny else 0
+        measured = sum(b.summary.done for _, b in report.rounds) + denied
         audited = sum(1 for _ in audit.open(encoding="utf-8"))
         if audited < measured:
             raise BenchError(f"audit log has {audited} records for {measured} measured checks")
