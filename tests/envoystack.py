@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from guardrail_authz.envoyconf import EnvoyPorts, render
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, stop_process
 
 
 def free_port() -> int:
@@ -160,13 +160,7 @@ class EnvoyStack:
         if self.server is not None:
             self.server.stop()
         for proc in reversed(self._procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop_process(proc)
 
     def __enter__(self) -> EnvoyStack:
         return self
