@@ -169,7 +169,8 @@ def _allow(
     caller: _Caller,
 ) -> Decision:
     d = Decision(True, 200, "allowed", did, snapshot.version, principal=caller.principal)
-    d.policy, d.route, d.action, d.rule = route.policy.name, route.id, route.action, rule.name
+    _describe(d, route)
+    d.rule = rule.name
     d.reasons.append(rule.allow_reason)
     m = route.mutations
     sets = d.upstream_headers_set

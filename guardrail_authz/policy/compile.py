@@ -102,7 +102,7 @@ def compile_policies(
             for route in policy.routes
         ]
         for policy in policies:
-            _unique(list(policy.routes), lambda r: r.name, f"route of {policy.name!r}", sink)
+            _unique(list(policy.routes), lambda r: r.name, "route", sink)
     with stages.stage("index"):
         index = RouteIndex()
         for policy, route, compiled in routes:
@@ -116,7 +116,14 @@ def compile_policies(
     )
 
 
-def _unique(items: list[T], key: Callable[[T], str], kind: str, sink: ErrorSink) -> dict[str, T]:
+def _unique(
+    items: list[T],
+    key: Callable[[T], str],
+    kind: str,
+    sink: ErrorSink,
+    code: str = "ref.duplicate",
+) -> dict[str, T]:
+    """Items by name; every later item reusing a name is an error pointing at the first."""
     seen: dict[str, T] = {}
     for item in items:
         name = key(item)
@@ -124,7 +131,7 @@ def _unique(items: list[T], key: Callable[[T], str], kind: str, sink: ErrorSink)
             w = getattr(item, "where")  # noqa: B009 - every source model has .where
             first = getattr(seen[name], "where")  # noqa: B009
             msg = f"{kind} {name!r} already defined at {first.file}:{first.line}"
-            sink.add("ref.duplicate", msg, w.file, w.line, w.field or "metadata.name")
+            sink.add(code, msg, w.file, w.line, w.field or "metadata.name")
         else:
             seen[name] = item
     return seen
@@ -156,14 +163,7 @@ def _resolve_keys(policy: Policy, sets: dict[str, ApiKeySet], sink: ErrorSink) -
 def _compile_route(
     policy: Policy, route: Route, compiled: CompiledPolicy, sink: ErrorSink
 ) -> CompiledRoute:
-    seen: set[str] = set()
-    for rule in route.rules:
-        if rule.name in seen:
-            w = rule.where
-            sink.add(
-                "rule.duplicate", f"duplicate rule name {rule.name!r}", w.file, w.line, w.field
-            )
-        seen.add(rule.name)
+    _unique(list(route.rules), lambda r: r.name, "rule", sink, "rule.duplicate")
     rules = [_compile_rule(rule, sink) for rule in route.rules]
     allow_rules = tuple(r for r in rules if r.allow)
     oa = route.on_allow
