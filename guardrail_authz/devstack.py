@@ -34,8 +34,10 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> bool:
-    """Wait until something accepts on the port, or the process died."""
+def wait_port(
+    port: int, proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 20
+) -> bool:
+    """Wait until something accepts on the port; False when the process died or time ran out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -43,7 +45,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> 
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return True
-        time.sleep(0.1)
+        time.sleep(0.05)
     return False
 
 

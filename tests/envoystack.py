@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from guardrail_authz.devstack import wait_port
 from guardrail_authz.envoyconf import EnvoyPorts, render
 from tests.serverproc import ServerProcess, stop_process
 
@@ -34,16 +35,10 @@ def envoy_binary() -> str:
 
 
 def wait_listening(port: int, proc: subprocess.Popen[str], what: str, timeout: float = 30) -> None:
-    """Wait until the port accepts connections; fail with the process's exit if it died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
+    """Wait until the port accepts connections; fail saying whether the process died."""
+    if not wait_port(port, proc, timeout):
+        state = f"exited with {proc.returncode}" if proc.poll() is not None else "did not listen"
+        raise RuntimeError(f"{what} {state} on port {port} within {timeout}s")
 
 
 @dataclass
