@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json.encoder
+import logging
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TextIO
 from guardrail_authz.engine.decision import Decision
 from guardrail_authz.engine.request import RequestView
 
+log = logging.getLogger(__name__)
 _esc = json.encoder.encode_basestring_ascii  # the C escaper: quotes and escapes one string
 
 
@@ -28,8 +30,8 @@ class _Clock:
         self._second = -1
         self._prefix = ""
 
-    def now(self) -> str:
-        t = time.time()
+    def stamp(self, t: float) -> str:
+        """The timestamp for time.time() value t."""
         second = int(t)
         if second != self._second:
             self._second = second
@@ -65,9 +67,15 @@ FLUSH_INTERVAL = 0.02
 
 
 class AuditLog:
-    """Collects decision lines and writes them in batches: at most `flush_interval` seconds
-    after the first unwritten line (at once outside an event loop, and on close). A write per
-    decision cost more than deciding (bench/); a batch bounds what a crash could lose."""
+    """Collects decisions and writes their lines in batches: at most `flush_interval` seconds
+    after the first unwritten one (at once outside an event loop, and on close). A write per
+    decision cost more than deciding (bench/); a batch bounds what a crash could lose.
+
+    Lines are rendered when the batch is written, not per Check: rendering many in one loop
+    keeps the renderer warm in the CPU caches and costs a third of rendering each one between
+    gRPC calls (bench/stages.py, docs/benchmarks.md). A queued decision holds its Decision and
+    RequestView, which nothing changes after evaluation.
+    """
 
     def __init__(self, path: Path | None = None, flush_interval: float = FLUSH_INTERVAL) -> None:
         self._interval = flush_interval
@@ -75,13 +83,13 @@ class AuditLog:
             path.open("a", encoding="utf-8", buffering=1 << 16) if path is not None else sys.stdout
         )
         self._owned = path is not None
-        self._lines: list[str] = []
+        self._queued: list[tuple[Decision, RequestView | None, float, float]] = []
         self._scheduled = False
         self._clock = _Clock()
 
     def record(self, d: Decision, view: RequestView | None, seconds: float) -> None:
-        """Queue one decision's line; it is written within the flush interval."""
-        self._lines.append(render(d, view, seconds, self._clock.now()))
+        """Queue one decision; its line is written within the flush interval."""
+        self._queued.append((d, view, seconds, time.time()))
         if self._scheduled:
             return
         try:
@@ -91,12 +99,28 @@ class AuditLog:
             self.flush()
 
     def flush(self) -> None:
-        """Write every queued line."""
+        """Render and write every queued decision."""
         self._scheduled = False
-        if self._lines:
-            self._file.write("".join(self._lines))
-            self._lines.clear()
+        queued = self._queued
+        if queued:
+            stamp = self._clock.stamp
+            try:
+                lines = [render(d, view, seconds, stamp(t)) for d, view, seconds, t in queued]
+            except Exception:  # noqa: BLE001 - one bad record must not cost the batch the rest
+                lines = [self._render_one(*item) for item in queued]
+            queued.clear()
+            self._file.write("".join(lines))
             self._file.flush()
+
+    def _render_one(self, d: Decision, view: RequestView | None, seconds: float, t: float) -> str:
+        try:
+            return render(d, view, seconds, self._clock.stamp(t))
+        except Exception:
+            log.exception("audit record for decision %r could not be rendered", d.decision_id)
+            return (
+                f'{{"time":"{self._clock.stamp(t)}","event":"decision_unrenderable",'
+                f'"decision_id":{_esc(str(d.decision_id))}}}\n'
+            )
 
     def close(self) -> None:
         """Flush and close a file sink."""

@@ -73,3 +73,22 @@ def test_in_a_loop_lines_are_batched_then_written(tmp_path: Path) -> None:
         return before, after, len(path.read_text().splitlines())
 
     assert asyncio.run(run()) == (0, 100, 101)
+
+
+def test_a_record_that_cannot_render_keeps_the_rest_of_its_batch(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    bad = _decision()
+    bad.decision_id = "d-bad"
+    bad.reasons.append(None)  # type: ignore[arg-type]  # as a bug upstream of the audit would
+
+    async def run() -> None:
+        log = AuditLog(path, flush_interval=60)
+        log.record(_decision(), _view(), 0.001)
+        log.record(bad, _view(), 0.001)
+        log.record(_decision(), None, 0.001)
+        log.close()
+
+    asyncio.run(run())
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["event"] for r in records] == ["decision", "decision_unrenderable", "decision"]
+    assert records[1]["decision_id"] == "d-bad"

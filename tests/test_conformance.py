@@ -11,7 +11,9 @@ A corpus file holds a policy set and the cases evaluated against it:
         expect: {allowed, status, reason, ...}
 
 Inline documents are written to a temporary directory and loaded with the real loader.
-Every decision is made with the decision id `corpus-decision-id`. The expect keys:
+Every decision is made with the decision id `corpus-decision-id`, and made twice: from the
+JSON request and from the same request serialized as Envoy's CheckRequest, read the way
+the server reads it; both must agree. The expect keys:
 
 - equal: allowed, status, reason, reasons, policy, route, action, principal, rule
 - subset of a mapping: upstream_headers_set, upstream_headers_modes, response_headers_add,
@@ -32,12 +34,15 @@ from typing import Any
 import pytest
 import yaml
 
+from guardrail_authz.engine.decision import Decision
 from guardrail_authz.engine.evaluate import evaluate
 from guardrail_authz.engine.request import RequestView
 from guardrail_authz.policy.compile import load_directory
 from guardrail_authz.policy.snapshot import PolicySnapshot
 from guardrail_authz.server.encode import encode_allow
 from guardrail_authz.server.response import to_check_response
+from guardrail_authz.server.servicer import view_from_check
+from guardrail_authz.wire.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).resolve().parent / "conformance"
@@ -146,11 +151,34 @@ def test_corpus_cases_are_well_formed() -> None:
         assert "allowed" in case.expect, f"{where}: every case states allowed"
 
 
+def _unordered(d: Decision) -> dict[str, Any]:
+    """The decision as JSON, removals sorted: header maps iterate in their own order."""
+    out = d.to_json()
+    out["upstream_headers_remove"] = sorted(out["upstream_headers_remove"])
+    return out
+
+
+def _wire_view(view: RequestView) -> RequestView:
+    """The request as Envoy would send it, parsed from bytes and read like the server does."""
+    req = CheckRequest()
+    http = req.attributes.request.http
+    http.method, http.path, http.host = view.method, view.raw_path, view.host
+    http.raw_body = view.body
+    for name, value in view.headers.items():
+        http.headers[name] = value
+    req.attributes.source.principal = view.source_principal
+    req.attributes.destination.address.socket_address.port_value = view.port
+    payload = req.SerializeToString()
+    return view_from_check(CheckRequest.FromString(payload), payload)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.file}::{c.name}" for c in CASES])
 def test_case(case: Case, snapshots: dict[str, PolicySnapshot]) -> None:
     """The decision for the case's request matches every expectation of the case."""
     view = RequestView.from_json(case.request)
     decision = evaluate(snapshots[case.file], view, DECISION_ID)
+    wire = evaluate(snapshots[case.file], _wire_view(view), DECISION_ID)
+    assert _unordered(wire) == _unordered(decision), "the server's CheckRequest path differs"
     if decision.allowed:  # the hot path's hand-rolled encoding equals the generated classes'
         assert encode_allow(decision) == to_check_response(decision).SerializeToString()
     got = decision.to_json()

@@ -378,3 +378,34 @@ def test_version_follows_content(tmp_path: Path) -> None:
     assert unversioned.version.startswith("p@0#")
     numeric = _load(tmp_path / "e", _policy().replace('version: "3"', "version: 12"))
     assert numeric.policies == (("p", "12"),)
+
+
+# --- presented API keys ---------------------------------------------------------------------------
+
+
+def test_valid_keys_are_remembered_invalid_ones_are_not(tmp_path: Path) -> None:
+    snapshot = _load(tmp_path, _policy())
+    policy = _route(snapshot).policy
+    for n in range(3):
+        d = evaluate(snapshot, _view(**ALICE), f"d{n}")
+        assert (d.allowed, d.principal) == (True, "alice")
+    assert policy.presented == {"alice-key": policy.keys[ALICE_SHA]}
+    for n in range(50):  # a caller guessing keys cannot grow the memo
+        d = evaluate(snapshot, _view(**{**ALICE, "x-api-key": f"guess-{n}"}), "g")
+        assert (d.allowed, d.reason) == (False, "invalid_api_key")
+    assert list(policy.presented) == ["alice-key"]
+
+
+def test_a_reload_starts_with_no_remembered_keys(tmp_path: Path) -> None:
+    first = _load(tmp_path / "a", _policy())
+    assert evaluate(first, _view(**ALICE), "d").allowed
+    second = _load(tmp_path / "b", _policy().replace(ALICE_SHA, "ab" * 32))
+    d = evaluate(second, _view(**ALICE), "d")  # the key was revoked: the old memo is not used
+    assert (d.allowed, d.reason) == (False, "invalid_api_key")
+    assert _route(second).policy.presented == {}
+
+
+def _route(snapshot: PolicySnapshot) -> CompiledRoute:
+    route = snapshot.index.lookup("h", 0, ["x"], "GET")
+    assert route is not None
+    return route

@@ -91,11 +91,19 @@ def _decide(
             key = view.headers.get(header)
             if key is None:
                 continue
-            entry = policy.keys.get(hashlib.sha256(key.encode()).hexdigest())
+            entry = policy.presented.get(key)
             if entry is None:
-                return _deny(
-                    snapshot.version, did, route, 401, "invalid_api_key", "the API key is not valid"
-                )
+                entry = policy.keys.get(hashlib.sha256(key.encode()).hexdigest())
+                if entry is None:
+                    return _deny(
+                        snapshot.version,
+                        did,
+                        route,
+                        401,
+                        "invalid_api_key",
+                        "the API key is not valid",
+                    )
+                policy.presented[key] = entry
             caller.principal, caller.roles = entry.principal, entry.roles
             caller.roles_header = entry.roles_header
             break
@@ -221,6 +229,12 @@ def _strip_inbound(
     policy = route.policy
     if policy.strip_keys:
         remove.extend(h for h in policy.key_headers if h in headers and h not in ours)
+    known = view.guardrail_names
+    if known is not None:
+        remove.extend(
+            h for h in known if h not in ours and h not in identity and h != DECISION_ID_HEADER
+        )
+        return
     # Inbound x-guardrail-* headers never reach the upstream unless we set them ourselves.
     # One C-level join, then str.find: no Python loop over every header name.
     names = "\n".join(headers)

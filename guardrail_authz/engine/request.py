@@ -26,6 +26,7 @@ class RequestView:
         "_query",
         "_segments",
         "body",
+        "guardrail_names",
         "headers",
         "host",
         "method",
@@ -46,6 +47,7 @@ class RequestView:
         source_principal: str = "",
         body: bytes = b"",
         request_id: str = "",
+        guardrail_names: tuple[str, ...] | None = None,
     ) -> None:
         self.method = method.upper()
         self.raw_path = raw_path
@@ -55,6 +57,9 @@ class RequestView:
         self.source_principal = source_principal
         self.body = body
         self.request_id = request_id
+        # The header names starting with x-guardrail-, when the builder already knows them
+        # (None: evaluation scans every name for spoofed guardrail headers itself).
+        self.guardrail_names = guardrail_names
         self._segments: list[str] | None = None
         self._query: dict[str, str] | None = None
 

@@ -30,7 +30,10 @@ class CompiledPolicy:
     fail_open: bool
     key_headers: tuple[str, ...]
     strip_keys: bool
-    keys: Mapping[str, KeyEntry]
+    keys: Mapping[str, KeyEntry]  # sha256 hex digest of the key -> who presents it
+    # Keys already presented and found valid, so a caller's repeated calls skip hashing.
+    # Only valid keys enter it: its size is bounded by `keys`, whatever callers send.
+    presented: dict[str, KeyEntry] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
