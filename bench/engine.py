@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
 from dataclasses import dataclass
@@ -74,8 +75,17 @@ def time_mix(
     return out
 
 
-def bench_size(n_routes: int, iterations: int, repeats: int) -> EngineResult:
-    """Generate n routes as YAML files, load them, check the mix, then time it."""
+@dataclass(slots=True)
+class _Loaded:
+    routes: int
+    snapshot: PolicySnapshot
+    mix: list[Probe]
+    load_seconds: float
+    allowed: int
+
+
+def _load(n_routes: int) -> _Loaded:
+    """Generate n routes as YAML files, load them and check the mix's outcomes."""
     with tempfile.TemporaryDirectory(prefix=f"bench-policies-{n_routes}-") as tmp:
         directory = write_directory(n_routes, Path(tmp))
         start = time.perf_counter()
@@ -84,16 +94,37 @@ def bench_size(n_routes: int, iterations: int, repeats: int) -> EngineResult:
     if snapshot.route_count != n_routes:
         raise BenchError(f"expected {n_routes} routes, snapshot has {snapshot.route_count}")
     mix = probes(n_routes, BASE_HEADERS, MIX)
-    allowed = _check_mix(snapshot, mix)
-    time_mix(snapshot, mix, max(1, iterations // 10), 1)  # warm-up
-    reps = time_mix(snapshot, mix, iterations, repeats)
-    return EngineResult(
-        n_routes,
-        min(reps),
-        tuple(reps),
-        load_seconds,
-        dict(snapshot.stage_seconds),
-        len(mix),
-        iterations,
-        allowed,
-    )
+    return _Loaded(n_routes, snapshot, mix, load_seconds, _check_mix(snapshot, mix))
+
+
+def bench_sizes(sizes: list[int], iterations: int, repeats: int) -> list[EngineResult]:
+    """Load every size, then time them in alternation, one repetition of each in turn, so a
+    slow period of this shared machine (other guests' cache and memory traffic) lands on
+    all sizes alike rather than on whichever ran then."""
+    loaded = [_load(n) for n in sizes]
+    for one in loaded:
+        time_mix(one.snapshot, one.mix, max(1, iterations // 10), 1)  # warm-up
+    # As the server does after every load: the snapshots leave the collector's passes, so
+    # no full collection walking the 10,000-route set's objects lands in a repetition.
+    gc.collect()
+    gc.freeze()
+    reps: list[list[float]] = [[] for _ in loaded]
+    try:
+        for _ in range(repeats):
+            for one, out in zip(loaded, reps, strict=True):
+                out.extend(time_mix(one.snapshot, one.mix, iterations, 1))
+    finally:
+        gc.unfreeze()
+    return [
+        EngineResult(
+            one.routes,
+            min(out),
+            tuple(out),
+            one.load_seconds,
+            dict(one.snapshot.stage_seconds),
+            len(one.mix),
+            iterations,
+            one.allowed,
+        )
+        for one, out in zip(loaded, reps, strict=True)
+    ]

@@ -31,6 +31,7 @@ class EnvoyReport:
 
     load: h2load.Load
     rate: int
+    paced: h2load.Load
     placement: Placement
     envoy_version: str = ""
     commands: dict[str, str] = field(default_factory=dict)
@@ -148,11 +149,14 @@ def _envoy_version(envoy: str) -> str:
     return f"Envoy {found.group(1)}" if found else "Envoy (unknown version)"
 
 
-def run(load: h2load.Load, rate: int, rounds: int, where: Placement) -> EnvoyReport:
+def run(
+    load: h2load.Load, rate: int, rate_seconds: float, rounds: int, where: Placement
+) -> EnvoyReport:
     """Start upstream, both Check servers and three Envoys; verify; alternate a/b/c per round."""
     started = time.monotonic()
     tool = h2load.ensure_h2load()
-    report = EnvoyReport(load, rate, where, _envoy_version(envoyproxy.binary()))
+    paced = h2load.Load(PACED_CLIENTS, load.streams, rate_seconds, load.warmup)
+    report = EnvoyReport(load, rate, paced, where, _envoy_version(envoyproxy.binary()))
     with tempfile.TemporaryDirectory(prefix="bench-envoy-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         audit = work / "audit.jsonl"
@@ -185,7 +189,6 @@ def run(load: h2load.Load, rate: int, rounds: int, where: Placement) -> EnvoyRep
                 "upstream": (where.upstream, [up]),
             }
         )
-        paced = h2load.Load(PACED_CLIENTS, load.streams, load.seconds, load.warmup)
         ctx = _Context(load, paced, where, meter, work / "latency.tsv")
         for n in range(1, rounds + 1):
             print(f" round {n}/{rounds}", flush=True)

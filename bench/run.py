@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--envoy-seconds", type=float, default=5.0, help="seconds per Envoy run")
     p.add_argument("--rate", type=int, default=500, help="fixed rate through Envoy (req/s)")
     p.add_argument(
+        "--rate-seconds",
+        type=float,
+        default=15.0,
+        help="seconds per fixed-rate run through Envoy (a p99 needs samples: 15 s at 500 req/s "
+        "is 7,500 requests, so the 75 slowest make it)",
+    )
+    p.add_argument(
         "--placement",
         choices=placement.CHOICES,
         default=placement.CHOICES[0],
@@ -52,15 +59,15 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--rounds, --seconds, --clients and --streams must be positive")
     if args.routes < 10 or args.repeats < 1:
         parser.error("--routes must be at least 10 and --repeats at least 1")
-    if args.envoy_seconds <= 0 or args.rate < 1:
-        parser.error("--envoy-seconds and --rate must be positive")
+    if args.envoy_seconds <= 0 or args.rate_seconds <= 0 or args.rate < 1:
+        parser.error("--envoy-seconds, --rate-seconds and --rate must be positive")
 
 
 def _through_envoy(args: argparse.Namespace, cores: Cores) -> envoybench.EnvoyReport:
     where = placement.Placement.pick(args.placement, cores)
     print(f"4. HTTP through Envoy ({where.describe()})", flush=True)
     load = h2load.Load(args.clients, args.streams, args.envoy_seconds, args.warmup)
-    return envoybench.run(load, args.rate, args.rounds, where)
+    return envoybench.run(load, args.rate, args.rate_seconds, args.rounds, where)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,10 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             print("2. Check handler stages, in-process", flush=True)
             stage_rows = stages.measure(ROOT / "policies")
             print("3. policy engine", flush=True)
-            engines = []
-            for n in (10, args.routes):
-                engines.append(engine.bench_size(n, iterations=150, repeats=args.repeats))
-                print(f"  {n:>6} routes: {engines[-1].us_per_decision:.1f} µs/decision", flush=True)
+            engines = engine.bench_sizes([10, args.routes], iterations=150, repeats=args.repeats)
+            for e in engines:
+                print(f"  {e.routes:>6} routes: {e.us_per_decision:.1f} µs/decision", flush=True)
         if not args.skip_envoy:
             through_envoy = _through_envoy(args, cores)
     except BenchError as exc:

@@ -24,19 +24,26 @@ def _s(value: str | None) -> str:
 class _Clock:
     """RFC 3339 UTC timestamps with millisecond precision; the seconds part is cached."""
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_milli", "_prefix", "_second", "_stamp")
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        self._milli = -1
+        self._stamp = ""
 
     def stamp(self, t: float) -> str:
         """The timestamp for time.time() value t."""
-        second = int(t)
+        milli = int(t * 1000)
+        if milli == self._milli:  # decisions of one batch often share their millisecond
+            return self._stamp
+        self._milli = milli
+        second = milli // 1000
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((t - second) * 1000):03d}Z"
+        self._stamp = f"{self._prefix}.{milli - second * 1000:03d}Z"
+        return self._stamp
 
 
 def render(d: Decision, view: RequestView | None, seconds: float, now: str) -> str:

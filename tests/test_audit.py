@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
-from guardrail_authz.audit import AuditLog, render
+from guardrail_authz.audit import AuditLog, _Clock, render
 from guardrail_authz.engine.decision import Decision
 from guardrail_authz.engine.request import RequestView
 
@@ -92,3 +93,16 @@ def test_a_record_that_cannot_render_keeps_the_rest_of_its_batch(tmp_path: Path)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["event"] for r in records] == ["decision", "decision_unrenderable", "decision"]
     assert records[1]["decision_id"] == "d-bad"
+
+
+def test_clock_stamps_are_milliseconds_even_at_second_boundaries() -> None:
+    clock = _Clock()
+    base = 1_795_000_000  # 2026-11-18T...
+    stamps = [clock.stamp(base + f) for f in (0.0, 0.0004, 0.9994, 0.99999999999, 1.0, 1.0001)]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", s) for s in stamps)
+    assert stamps[0] == stamps[1]  # the same millisecond
+    assert stamps[2].endswith(".999Z")
+    assert stamps[3] in (stamps[2], stamps[4])  # float rounding may carry into the next second
+    assert stamps[4].endswith(".000Z")
+    assert stamps[4] == stamps[5]
+    assert stamps == sorted(stamps)

@@ -18,7 +18,12 @@ _MODE_SUFFIX = {
     "append": b"\x12\x02\x08\x01",  # deprecated append = BoolValue(true): see response.py
 }
 _CACHE_LIMIT = 4096
-_header_cache: dict[tuple[str, str, str], bytes] = {}
+# Encoded fields by value (bounded: cleared when full). Headers set from request values
+# (ifAbsent/append) vary per call and may evict the static ones; correctness never depends
+# on a hit.
+_set_cache: dict[tuple[str, str, str], bytes] = {}
+_response_cache: dict[tuple[str, str, str], bytes] = {}
+_remove_cache: dict[str, bytes] = {}
 _STATUS_OK = b"\x0a\x00"  # status {} (code 0), present as the generated classes write it
 
 
@@ -46,12 +51,24 @@ def _option(name: str, value: str, mode: str) -> bytes:
     return _field(b"\x0a", hv) + _MODE_SUFFIX[mode]
 
 
-def _cached_option(item: tuple[str, str, str]) -> bytes:
-    found = _header_cache.get(item)
+def _cached(
+    cache: dict[tuple[str, str, str], bytes], tag: bytes, item: tuple[str, str, str]
+) -> bytes:
+    """A HeaderValueOption as field `tag` of OkHttpResponse, from (or into) `cache`."""
+    found = cache.get(item)
     if found is None:
-        if len(_header_cache) >= _CACHE_LIMIT:
-            _header_cache.clear()
-        found = _header_cache[item] = _option(*item)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        found = cache[item] = _field(tag, _option(*item))
+    return found
+
+
+def _removal(name: str) -> bytes:
+    found = _remove_cache.get(name)
+    if found is None:
+        if len(_remove_cache) >= _CACHE_LIMIT:
+            _remove_cache.clear()
+        found = _remove_cache[name] = _field(b"\x2a", name.encode())
     return found
 
 
@@ -59,12 +76,14 @@ def encode_allow(d: Decision) -> bytes:
     """The serialized CheckResponse for an allow decision."""
     parts: list[bytes] = []
     for item in d.upstream_headers_set:
-        opt = _option(*item) if item[0] == DECISION_ID_HEADER else _cached_option(item)
-        parts.append(b"\x12" + _len(len(opt)) + opt)
+        if item[0] == DECISION_ID_HEADER:  # unique per decision: never cached
+            parts.append(_field(b"\x12", _option(*item)))
+        else:
+            parts.append(_cached(_set_cache, b"\x12", item))
     for name in d.upstream_headers_remove:
-        parts.append(_field(b"\x2a", name.encode()))
+        parts.append(_removal(name))
     for item in d.response_headers_add:
-        parts.append(_field(b"\x32", _cached_option(item)))
+        parts.append(_cached(_response_cache, b"\x32", item))
     for key, value in d.query_set:
         k, v = key.encode(), value.encode()
         qp = b"\x0a" + _len(len(k)) + k

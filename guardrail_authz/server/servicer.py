@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Mapping
 
@@ -23,26 +22,29 @@ log = logging.getLogger(__name__)
 SERVICE = "envoy.service.auth.v3.Authorization"
 MAX_HEADER_BYTES = 256 * 1024
 _GUARDRAIL_BYTES = GUARDRAIL_PREFIX.encode()
-# A map entry's key field: tag 0x0a (field 1, length-delimited), a one-byte length, the name.
-_GUARDRAIL_KEY = re.compile(rb"\n([\x0c-\x7f])" + re.escape(_GUARDRAIL_BYTES))
 
 
 def _guardrail_names(payload: bytes, headers: Mapping[str, str]) -> tuple[str, ...] | None:
     """Header names starting with x-guardrail-, read from the serialized request; None when
-    an occurrence of the prefix is not explained by a header name (evaluation then scans)."""
-    count = payload.count(_GUARDRAIL_BYTES)
-    if not count:
-        return ()
+    an occurrence of the prefix is not explained by a header name (evaluation then scans).
+
+    A header name is a map entry's key: tag 0x0a (field 1, length-delimited), a one-byte
+    length (names under 128 bytes), then the name's bytes.
+    """
+    i = payload.find(_GUARDRAIL_BYTES)
     names: list[str] = []
-    for m in _GUARDRAIL_KEY.finditer(payload):
-        start = m.start() + 2
+    while i != -1:
+        if i < 2 or payload[i - 2] != 0x0A:
+            return None
         try:
-            name = payload[start : start + payload[start - 1]].decode()
+            name = payload[i : i + payload[i - 1]].decode()
         except UnicodeDecodeError:
             return None
-        if name in headers and name not in names:
-            names.append(name)
-    return tuple(names) if len(names) == count else None
+        if not name.startswith(GUARDRAIL_PREFIX) or name not in headers or name in names:
+            return None
+        names.append(name)
+        i = payload.find(_GUARDRAIL_BYTES, i + len(name))
+    return tuple(names)
 
 
 def view_from_check(req: CheckRequest, payload: bytes | None = None) -> RequestView:
