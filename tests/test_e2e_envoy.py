@@ -109,6 +109,27 @@ def test_delete_reader_forbidden_admin_allowed(stack: EnvoyStack) -> None:
     assert admin.json()["method"] == "DELETE"
 
 
+def test_search_is_limited_to_5_per_second_per_principal(stack: EnvoyStack) -> None:
+    """The shipped /api/search limit through real Envoy: the call after the burst gets 429."""
+    statuses: list[int] = []
+    refused = None
+    for _ in range(12):  # a few ms each: far faster than the 5 per second refill
+        r = stack.request("GET", "/api/search?q=x", {"x-api-key": "demo-reader-key"})
+        statuses.append(r.status)
+        if r.status == 429 and refused is None:
+            refused = r
+    assert statuses[:5] == [200] * 5, statuses
+    assert refused is not None, statuses
+    assert refused.headers["retry-after"] == "1"
+    assert refused.headers["ratelimit-policy"] == '"per-principal";q=5;w=1'
+    assert refused.headers["ratelimit"].startswith('"per-principal";r=0;t=')
+    assert refused.json()["reason"] == "rate_limited"
+    admin = stack.request("GET", "/api/search", {"x-api-key": "demo-admin-key"})
+    assert admin.status == 200  # admin has a quota of its own
+    assert admin.headers["ratelimit-policy"] == '"per-principal";q=5;w=1'
+    assert admin.upstream_headers()["x-guardrail-principal"] == "admin"
+
+
 def test_anything_else_denied_by_default(stack: EnvoyStack) -> None:
     for method, path in (("GET", "/admin"), ("POST", "/api/orders"), ("GET", "/public/ping/x")):
         r = stack.request(method, path, {"x-api-key": "demo-admin-key"})

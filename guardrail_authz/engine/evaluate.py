@@ -14,6 +14,7 @@ from guardrail_authz.engine.decision import (
     ROLES_HEADER,
     Decision,
 )
+from guardrail_authz.engine.ratelimit import CompiledLimit, LocalLimiter
 from guardrail_authz.engine.request import BadRequestError, RequestView
 from guardrail_authz.policy.snapshot import CompiledRoute, CompiledRule, PolicySnapshot
 
@@ -35,7 +36,7 @@ _ERRORS = {
 class _Caller:
     """Who the request authenticated as."""
 
-    __slots__ = ("principal", "roles", "roles_header", "source")
+    __slots__ = ("key", "principal", "roles", "roles_header", "source")
 
     def __init__(
         self, principal: str | None, roles: frozenset[str], roles_header: str, source: str | None
@@ -44,10 +45,20 @@ class _Caller:
         self.roles = roles
         self.roles_header = roles_header
         self.source = source
+        self.key: str | None = None  # the API key presented, when one authenticated the call
 
 
-def evaluate(snapshot: PolicySnapshot, view: RequestView, decision_id: str) -> Decision:
-    """Decide one request; never raises (internal errors fail closed unless policy says open)."""
+def evaluate(
+    snapshot: PolicySnapshot,
+    view: RequestView,
+    decision_id: str,
+    limiter: LocalLimiter | None = None,
+) -> Decision:
+    """Decide one request; never raises (internal errors fail closed unless policy says open).
+
+    Rate limits are enforced only with a `limiter` (the server's); without one (offline
+    evaluation) a route's limits are not applied.
+    """
     route: CompiledRoute | None = None
     try:
         segments = view.segments
@@ -61,7 +72,7 @@ def evaluate(snapshot: PolicySnapshot, view: RequestView, decision_id: str) -> D
                 "route_not_found",
                 "no route matches this request",
             )
-        return _decide(snapshot, view, decision_id, route)
+        return _decide(snapshot, view, decision_id, route, limiter)
     except BadRequestError as bad:
         return _deny(snapshot.version, decision_id, route, bad.status, bad.reason, bad.message)
     except Exception:
@@ -82,7 +93,11 @@ def evaluate(snapshot: PolicySnapshot, view: RequestView, decision_id: str) -> D
 
 
 def _decide(
-    snapshot: PolicySnapshot, view: RequestView, did: str, route: CompiledRoute
+    snapshot: PolicySnapshot,
+    view: RequestView,
+    did: str,
+    route: CompiledRoute,
+    limiter: LocalLimiter | None,
 ) -> Decision:
     caller = _Caller(None, _NO_ROLES, "", view.source_principal or None)
     policy = route.policy
@@ -106,6 +121,7 @@ def _decide(
                 policy.presented[key] = entry
             caller.principal, caller.roles = entry.principal, entry.roles
             caller.roles_header = entry.roles_header
+            caller.key = key
             break
         if caller.principal is None:
             caller.principal = caller.source
@@ -124,6 +140,8 @@ def _decide(
             return d
     for rule in route.allow_rules:
         if _matches(rule, caller, view):
+            if route.rate_limits and limiter is not None:
+                return _limited(snapshot, view, did, route, rule, caller, limiter)
             return _allow(snapshot, view, did, route, rule, caller)
     if caller.principal is None and route.identity_required:
         return _deny(
@@ -161,6 +179,58 @@ def _matches(rule: CompiledRule, caller: _Caller, view: RequestView) -> bool:
     if rule.query:
         return all(cond.holds(view.query_param(cond.name)) for cond in rule.query)
     return True
+
+
+def _limited(
+    snapshot: PolicySnapshot,
+    view: RequestView,
+    did: str,
+    route: CompiledRoute,
+    rule: CompiledRule,
+    caller: _Caller,
+    limiter: LocalLimiter,
+) -> Decision:
+    """An allowed call on a route with rate limits: allowed only if every limit has quota."""
+    limits = [(limit, _limit_key(limit, caller, view)) for limit in route.rate_limits]
+    outcome = limiter.acquire(route.id, limits)
+    if not outcome.allowed:
+        d = _deny(
+            snapshot.version,
+            did,
+            route,
+            429,
+            "rate_limited",
+            f"rate limit {outcome.limit!r} exceeded; retry after {outcome.retry_after} s",
+            caller.principal,
+        )
+        d.rule = rule.name
+        d.deny_headers += [
+            ("retry-after", str(outcome.retry_after)),
+            ("ratelimit-policy", outcome.policy_header),
+            ("ratelimit", outcome.state_header),
+        ]
+        return d
+    d = _allow(snapshot, view, did, route, rule, caller)
+    if any(limit.expose for limit in route.rate_limits):
+        d.response_headers_add += [
+            ("ratelimit-policy", outcome.policy_header, "overwrite"),
+            ("ratelimit", outcome.state_header, "overwrite"),
+        ]
+    return d
+
+
+def _limit_key(limit: CompiledLimit, caller: _Caller, view: RequestView) -> str:
+    """The value a limit counts by; callers without it share the limit's "" bucket."""
+    kind = limit.key
+    if kind == "principal":
+        return caller.principal or ""
+    if kind == "sourcePrincipal":
+        return view.source_principal
+    if kind == "apiKey":  # by the key's hash: the key itself is never kept for this
+        return hashlib.sha256(caller.key.encode()).hexdigest() if caller.key else ""
+    if kind == "header":
+        return view.headers.get(limit.header or "") or ""
+    return ""  # global: one bucket for every caller of the route
 
 
 def _describe(d: Decision, route: CompiledRoute | None) -> None:

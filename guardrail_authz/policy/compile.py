@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from guardrail_authz.engine.ratelimit import CompiledLimit
 from guardrail_authz.policy.errors import ErrorSink, PolicyLoadError
 from guardrail_authz.policy.matchers import CompiledCondition, GlobSet, compile_regex
 from guardrail_authz.policy.parse import parse_document
@@ -185,8 +186,21 @@ def _compile_route(
         allow_rules,
         bool(allow_rules)
         and all(r.when.needs_identity() for r in route.rules if r.effect == "allow"),
-        any(r.when.needs_identity() or r.when.authenticated is not None for r in route.rules),
+        any(r.when.needs_identity() or r.when.authenticated is not None for r in route.rules)
+        or any(limit.key in ("principal", "apiKey") for limit in route.rate_limits),
         mutations,
+        _compile_limits(route, sink),
+    )
+
+
+def _compile_limits(route: Route, sink: ErrorSink) -> tuple[CompiledLimit, ...]:
+    limits = list(route.rate_limits)
+    _unique(limits, lambda lim: lim.name, "rate limit", sink, "ratelimit.duplicate")
+    return tuple(
+        CompiledLimit(
+            lim.name, lim.key, lim.header, lim.requests, lim.period, lim.burst, lim.expose
+        )
+        for lim in limits
     )
 
 

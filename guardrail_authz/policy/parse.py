@@ -17,6 +17,7 @@ from guardrail_authz.policy.source import (
     MatchOp,
     OnAllow,
     Policy,
+    RateLimit,
     Route,
     Rule,
     When,
@@ -30,6 +31,9 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
 _REASON = re.compile(r"^[a-z0-9_.:-]{1,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_LIMIT_KEYS = ("principal", "sourcePrincipal", "apiKey", "global")
 _HEADER_MODES = {"overwrite": "overwrite", "append": "append", "ifAbsent": "if_absent"}
 
 
@@ -140,14 +144,54 @@ def _keys(r: Reader) -> tuple[ApiKey, ...]:
 
 
 def _route(r: Reader) -> Route:
-    r.only("name", "action", "match", "rules", "onAllow", "description")
+    r.only("name", "action", "match", "rules", "onAllow", "rateLimits", "description")
     name = r.text("name", required=True) or ""
     action = r.text("action") or name
     m = r.mapping("match", required=True)
     match = _match(m) if m else Match(None, None, (), (), (), r.where())
     rules = tuple(_rule(r.sub(item, p, ln)) for item, p, ln in r.items("rules", required=True))
     allow = r.mapping("onAllow")
-    return Route(name, action, match, rules, _on_allow(allow) if allow else OnAllow(), r.where())
+    limits = tuple(_rate_limit(r.sub(item, p, ln)) for item, p, ln in r.items("rateLimits"))
+    on_allow = _on_allow(allow) if allow else OnAllow()
+    return Route(name, action, match, rules, on_allow, r.where(), limits)
+
+
+def _rate_limit(r: Reader) -> RateLimit:
+    r.only("name", "key", "requests", "per", "burst", "exposeHeaders")
+    name = r.text("name", required=True) or ""
+    if name and not _NAME.match(name):
+        r.error("name", "ratelimit.name", "use lowercase letters, digits, '.', '_' and '-'")
+    key = r.text("key", required=True) or "global"
+    header: str | None = None
+    if key.startswith("header:"):
+        header = key.removeprefix("header:").lower()
+        if not _HEADER.match(header):
+            r.error("key", "ratelimit.key", f"{header!r} is not a valid header name")
+        key = "header"
+    elif key not in _LIMIT_KEYS:
+        kinds = ", ".join((*_LIMIT_KEYS, "header:<name>"))
+        r.error("key", "ratelimit.key", f"must be one of {kinds}, got {key!r}")
+    requests = r.integer("requests", required=True, lo=1, hi=1_000_000_000) or 1
+    period = _duration(r, "per")
+    burst = r.integer("burst", lo=1, hi=1_000_000_000) or requests
+    return RateLimit(
+        name, key, header, requests, period, burst, bool(r.flag("exposeHeaders")), r.where()
+    )
+
+
+def _duration(r: Reader, key: str) -> float:
+    """A duration such as 250ms, 1s, 1.5m or 1h, in seconds (1 when invalid or absent)."""
+    text = r.text(key, required=True)
+    found = _DURATION.match(text) if text else None
+    if text is not None and found is None:
+        r.error(key, "ratelimit.period", f"{text!r} is not a duration like 500ms, 1s, 10m or 1h")
+    if found is None:
+        return 1.0
+    seconds = float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+    if not 0.001 <= seconds <= 86_400:
+        r.error(key, "ratelimit.period", f"{text!r} must be between 1ms and 24h")
+        return 1.0
+    return seconds
 
 
 def _match(r: Reader) -> Match:

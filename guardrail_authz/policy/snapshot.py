@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from guardrail_authz.engine.ratelimit import CompiledLimit
 from guardrail_authz.policy.matchers import CompiledCondition, GlobSet, host_candidates
 from guardrail_authz.policy.pathtrie import PathTrie
 
@@ -98,6 +99,7 @@ class CompiledRoute:
     identity_required: bool
     uses_identity: bool
     mutations: Mutations
+    rate_limits: tuple[CompiledLimit, ...] = ()
 
 
 @dataclass(slots=True)

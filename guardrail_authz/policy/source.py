@@ -101,8 +101,22 @@ class Match:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket on a route: `requests` per `period` seconds per key value."""
+
+    name: str
+    key: str  # principal | sourcePrincipal | apiKey | global | header
+    header: str | None  # for key 'header:<name>'
+    requests: int
+    period: float
+    burst: int
+    expose: bool
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
-    """A named route with its action, rules and mutations."""
+    """A named route with its action, rules, mutations and rate limits."""
 
     name: str
     action: str
@@ -110,6 +124,7 @@ class Route:
     rules: tuple[Rule, ...]
     on_allow: OnAllow
     where: Where
+    rate_limits: tuple[RateLimit, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import grpc
 from guardrail_authz.audit import AuditLog
 from guardrail_authz.engine.decision import GUARDRAIL_PREFIX, Decision, DecisionIds
 from guardrail_authz.engine.evaluate import evaluate, reject
+from guardrail_authz.engine.ratelimit import LocalLimiter
 from guardrail_authz.engine.request import RequestView
 from guardrail_authz.server.encode import encode_allow
 from guardrail_authz.server.metrics import Metrics
@@ -83,10 +84,17 @@ def view_from_check(req: CheckRequest, payload: bytes | None = None) -> RequestV
 class CheckService:
     """Decides every Check; always answers a CheckResponse, never an error status."""
 
-    def __init__(self, holder: SnapshotHolder, audit: AuditLog, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        holder: SnapshotHolder,
+        audit: AuditLog,
+        metrics: Metrics,
+        limiter: LocalLimiter | None = None,
+    ) -> None:
         self.holder = holder
         self.audit = audit
         self.metrics = metrics
+        self.limiter = limiter if limiter is not None else LocalLimiter()
         self.ids = DecisionIds()
 
     def decide(self, payload: bytes) -> tuple[Decision, RequestView | None]:
@@ -110,7 +118,7 @@ class CheckService:
             return reject(version, did, 431, "headers_too_large", "headers too large"), view
         if snapshot is None:
             return reject(version, did, 503, "no_policy_loaded", "no valid policy loaded"), view
-        return evaluate(snapshot, view, did), view
+        return evaluate(snapshot, view, did, self.limiter), view
 
     async def check(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         """The gRPC handler (raw bytes so malformed requests still get a CheckResponse)."""
