@@ -16,10 +16,13 @@ from guardrail_authz.engine.decision import (
 )
 from guardrail_authz.engine.ratelimit import CompiledLimit, LocalLimiter
 from guardrail_authz.engine.request import BadRequestError, RequestView
+from guardrail_authz.engine.runtime import Runtime
+from guardrail_authz.identity.jwt import JwtProvider, TokenError
 from guardrail_authz.policy.snapshot import CompiledRoute, CompiledRule, PolicySnapshot
 
 log = logging.getLogger(__name__)
 _NO_ROLES: frozenset[str] = frozenset()
+_OFFLINE = Runtime()  # no rate limits; JWTs checked against inline JWKS only
 _ERRORS = {
     400: "bad_request",
     401: "unauthenticated",
@@ -52,12 +55,12 @@ def evaluate(
     snapshot: PolicySnapshot,
     view: RequestView,
     decision_id: str,
-    limiter: LocalLimiter | None = None,
+    runtime: Runtime | None = None,
 ) -> Decision:
     """Decide one request; never raises (internal errors fail closed unless policy says open).
 
-    Rate limits are enforced only with a `limiter` (the server's); without one (offline
-    evaluation) a route's limits are not applied.
+    `runtime` is the server's state (rate-limit buckets, fetched JWKS, verified tokens);
+    without it (offline evaluation) rate limits are not applied and only inline JWKS count.
     """
     route: CompiledRoute | None = None
     try:
@@ -72,7 +75,7 @@ def evaluate(
                 "route_not_found",
                 "no route matches this request",
             )
-        return _decide(snapshot, view, decision_id, route, limiter)
+        return _decide(snapshot, view, decision_id, route, runtime or _OFFLINE)
     except BadRequestError as bad:
         return _deny(snapshot.version, decision_id, route, bad.status, bad.reason, bad.message)
     except Exception:
@@ -97,7 +100,7 @@ def _decide(
     view: RequestView,
     did: str,
     route: CompiledRoute,
-    limiter: LocalLimiter | None,
+    runtime: Runtime,
 ) -> Decision:
     caller = _Caller(None, _NO_ROLES, "", view.source_principal or None)
     policy = route.policy
@@ -123,6 +126,10 @@ def _decide(
             caller.roles_header = entry.roles_header
             caller.key = key
             break
+        if caller.principal is None and policy.jwt is not None:
+            bad = _bearer(policy.jwt, caller, view, runtime)
+            if bad is not None:
+                return _deny(snapshot.version, did, route, 401, bad.reason, bad.message)
         if caller.principal is None:
             caller.principal = caller.source
     for rule in route.deny_rules:
@@ -140,8 +147,8 @@ def _decide(
             return d
     for rule in route.allow_rules:
         if _matches(rule, caller, view):
-            if route.rate_limits and limiter is not None:
-                return _limited(snapshot, view, did, route, rule, caller, limiter)
+            if route.rate_limits and runtime.limiter is not None:
+                return _limited(snapshot, view, did, route, rule, caller, runtime.limiter)
             return _allow(snapshot, view, did, route, rule, caller)
     if caller.principal is None and route.identity_required:
         return _deny(
@@ -161,6 +168,36 @@ def _decide(
         "no rule allows this caller to do this action",
         caller.principal,
     )
+
+
+def _bearer(
+    provider: JwtProvider, caller: _Caller, view: RequestView, runtime: Runtime
+) -> TokenError | None:
+    """Authenticate the caller by the request's JWT, if it carries one; the error otherwise."""
+    token = provider.token(view.headers)
+    if token is None:
+        return None
+    try:
+        claims = runtime.verifier.verify(provider, token)
+    except TokenError as bad:
+        return bad
+    principal = claims.get(provider.principal_claim)
+    if not isinstance(principal, str) or not principal:
+        return TokenError("token_claims", f"the token has no {provider.principal_claim!r}")
+    caller.principal = principal
+    if provider.roles_claim is not None:
+        roles = _claim_roles(claims.get(provider.roles_claim))
+        caller.roles, caller.roles_header = roles, ",".join(sorted(roles))
+    return None
+
+
+def _claim_roles(value: object) -> frozenset[str]:
+    """Roles from a claim: a list of strings, or one space- or comma-separated string."""
+    if isinstance(value, str):
+        return frozenset(r for r in value.replace(",", " ").split() if r)
+    if isinstance(value, list):
+        return frozenset(r for r in value if isinstance(r, str) and r)
+    return _NO_ROLES
 
 
 def _matches(rule: CompiledRule, caller: _Caller, view: RequestView) -> bool:
@@ -282,6 +319,16 @@ def _allow(
     return d
 
 
+def _challenge(route: CompiledRoute | None, reason: str) -> str:
+    """The WWW-Authenticate challenge of a 401: Bearer for policies with a JWT provider."""
+    if route is not None and route.policy.jwt is not None:
+        if reason.startswith("token_"):
+            return 'Bearer realm="guardrail-authz", error="invalid_token"'
+        return 'Bearer realm="guardrail-authz"'
+    header = route.policy.key_headers[0] if route is not None else "x-api-key"
+    return f'APIKey realm="guardrail-authz", header="{header}"'
+
+
 def reject(version: str, did: str, status: int, reason: str, message: str) -> Decision:
     """A denial made before any route was looked at (malformed input, no policy loaded)."""
     return _deny(version, did, None, status, reason, message)
@@ -299,6 +346,8 @@ def _strip_inbound(
     policy = route.policy
     if policy.strip_keys:
         remove.extend(h for h in policy.key_headers if h in headers and h not in ours)
+    if policy.jwt is not None and policy.jwt.strip:
+        remove.extend(h for h in policy.jwt.credential_headers() if h in headers and h not in ours)
     known = view.guardrail_names
     if known is not None:
         remove.extend(
@@ -352,9 +401,6 @@ def _deny(
         (REASON_HEADER, reason),
     ]
     if status == 401:
-        header = route.policy.key_headers[0] if route is not None else "x-api-key"
-        d.deny_headers.append(
-            ("www-authenticate", f'APIKey realm="guardrail-authz", header="{header}"')
-        )
+        d.deny_headers.append(("www-authenticate", _challenge(route, reason)))
     d.body = json.dumps(body, separators=(",", ":"))
     return d

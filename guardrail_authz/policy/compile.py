@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from guardrail_authz.engine.ratelimit import CompiledLimit
+from guardrail_authz.identity.jwt import JwtProvider, TokenSource, key_set
 from guardrail_authz.policy.errors import ErrorSink, PolicyLoadError
 from guardrail_authz.policy.matchers import CompiledCondition, GlobSet, compile_regex
 from guardrail_authz.policy.parse import parse_document
@@ -23,7 +24,16 @@ from guardrail_authz.policy.snapshot import (
     PolicySnapshot,
     RouteIndex,
 )
-from guardrail_authz.policy.source import ApiKey, ApiKeySet, Condition, MatchOp, Policy, Route, Rule
+from guardrail_authz.policy.source import (
+    ApiKey,
+    ApiKeySet,
+    Condition,
+    JwtConfig,
+    MatchOp,
+    Policy,
+    Route,
+    Rule,
+)
 from guardrail_authz.policy.yamlsrc import load_documents, read_text
 
 T = TypeVar("T")
@@ -112,8 +122,16 @@ def compile_policies(
         raise PolicyLoadError(sink.sorted(), sink.dropped)
     names = tuple(sorted((p.name, p.version) for p in policies))
     version = ",".join(f"{n}@{v}" for n, v in names) + "#" + content_hash
+    providers = tuple(p.jwt for p in keys.values() if p.jwt is not None)
     return PolicySnapshot(
-        version, content_hash, names, index, len(routes), tuple(files), dict(stages.seconds)
+        version,
+        content_hash,
+        names,
+        index,
+        len(routes),
+        tuple(files),
+        dict(stages.seconds),
+        providers,
     )
 
 
@@ -157,7 +175,39 @@ def _resolve_keys(policy: Policy, sets: dict[str, ApiKeySet], sink: ErrorSink) -
         entries[key.sha256] = entry
     cfg = policy.api_keys
     return CompiledPolicy(
-        policy.name, policy.version, policy.fail_mode == "open", cfg.headers, cfg.strip, entries
+        policy.name,
+        policy.version,
+        policy.fail_mode == "open",
+        cfg.headers,
+        cfg.strip,
+        entries,
+        jwt=_compile_jwt(policy.jwt, sink) if policy.jwt else None,
+    )
+
+
+def _compile_jwt(cfg: JwtConfig, sink: ErrorSink) -> JwtProvider:
+    keys = None
+    if cfg.inline_keys is not None:
+        try:
+            keys = key_set({"keys": list(cfg.inline_keys)})
+        except ValueError as exc:
+            w = cfg.keys_where
+            sink.add("jwt.jwks", str(exc), w.file, w.line, w.field)
+            keys = {}
+    sources = tuple(TokenSource(s.header, s.prefix, s.cookie) for s in cfg.sources)
+    return JwtProvider(
+        cfg.issuer,
+        cfg.audiences,
+        cfg.algorithms,
+        cfg.leeway,
+        sources,
+        cfg.principal_claim,
+        cfg.roles_claim,
+        cfg.strip,
+        keys,
+        cfg.jwks_uri,
+        cfg.discovery,
+        cfg.refresh,
     )
 
 

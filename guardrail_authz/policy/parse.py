@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from guardrail_authz.identity.jwt import ALGORITHMS, DEFAULT_ALGORITHMS
 from guardrail_authz.policy.errors import ErrorSink
 from guardrail_authz.policy.reader import Reader
 from guardrail_authz.policy.source import (
@@ -13,6 +14,7 @@ from guardrail_authz.policy.source import (
     ApiKeySet,
     Condition,
     HeaderSet,
+    JwtConfig,
     Match,
     MatchOp,
     OnAllow,
@@ -20,6 +22,7 @@ from guardrail_authz.policy.source import (
     RateLimit,
     Route,
     Rule,
+    TokenFrom,
     When,
     Where,
 )
@@ -70,7 +73,7 @@ def parse_document(doc: Any, file: str, line: int, sink: ErrorSink) -> Policy | 
 
 
 def _policy(spec: Reader, name: str, version: str, doc: Reader) -> Policy:
-    spec.only("hosts", "ports", "failMode", "apiKeys", "routes")
+    spec.only("hosts", "ports", "failMode", "apiKeys", "jwt", "routes")
     hosts = _hosts(spec, "hosts") or ("*",)
     ports = _ports(spec, "ports")
     fail_mode = spec.choice("failMode", ("closed", "open"), "closed")
@@ -79,7 +82,73 @@ def _policy(spec: Reader, name: str, version: str, doc: Reader) -> Policy:
     routes = tuple(
         _route(spec.sub(item, p, ln)) for item, p, ln in spec.items("routes", required=True)
     )
-    return Policy(name, version, hosts, ports or (), fail_mode, api_keys, routes, doc.where())
+    j = spec.mapping("jwt")
+    jwt = _jwt(j) if j else None
+    return Policy(name, version, hosts, ports or (), fail_mode, api_keys, routes, doc.where(), jwt)
+
+
+_BEARER = (TokenFrom("authorization", "Bearer ", None),)
+
+
+def _jwt(r: Reader) -> JwtConfig:
+    r.only(
+        "issuer", "audiences", "algorithms", "leeway", "jwks", "from", "principalClaim",
+        "rolesClaim", "stripFromUpstream",
+    )  # fmt: skip
+    issuer = r.text("issuer", required=True) or ""
+    audiences = r.text_list("audiences")
+    if not audiences and "audiences" not in r.data:
+        r.error(None, "field.required", "missing required field 'audiences' (at least one)")
+    algorithms = r.text_list("algorithms") or DEFAULT_ALGORITHMS
+    for alg in algorithms:
+        if alg not in ALGORITHMS:
+            r.error(
+                "algorithms",
+                "jwt.algorithm",
+                f"{alg!r} is not accepted; use asymmetric ones: {', '.join(ALGORITHMS)} "
+                "(none and HS* never are)",
+            )
+    leeway = _duration(r, "leeway", "jwt.leeway", 0.0, 300.0, default=0.0)
+    jwks_uri, discovery, inline, refresh, keys_where = None, False, None, 300.0, r.where("jwks")
+    j = r.mapping("jwks", required=True)
+    if j is not None:
+        j.only("uri", "discovery", "keys", "refresh")
+        jwks_uri = j.text("uri")
+        discovery = bool(j.flag("discovery"))
+        listed = j.items("keys")
+        inline = tuple(item for item, _, _ in listed) if "keys" in j.data else None
+        given = [k for k, v in (("uri", jwks_uri), ("discovery", discovery), ("keys", inline)) if v]
+        if len(given) != 1:
+            j.error(None, "jwt.jwks", "give exactly one of 'uri', 'discovery: true' or 'keys'")
+        if jwks_uri is not None and not jwks_uri.startswith(("http://", "https://")):
+            j.error("uri", "jwt.jwks", f"{jwks_uri!r} must be an http or https URL")
+        if discovery and not issuer.startswith(("http://", "https://")):
+            j.error("discovery", "jwt.jwks", "discovery needs an http or https issuer URL")
+        refresh = _duration(j, "refresh", "jwt.refresh", 10.0, 86_400.0, default=300.0)
+        keys_where = j.where("keys")
+    sources = tuple(_token_from(r.sub(item, p, ln)) for item, p, ln in r.items("from")) or _BEARER
+    roles_claim = r.text("rolesClaim")
+    strip = bool(r.flag("stripFromUpstream", default=True))
+    return JwtConfig(
+        issuer, audiences, algorithms, leeway, jwks_uri, discovery, inline, refresh, sources,
+        r.text("principalClaim") or "sub", roles_claim, strip, r.where(), keys_where,
+    )  # fmt: skip
+
+
+def _token_from(r: Reader) -> TokenFrom:
+    r.only("header", "prefix", "cookie")
+    header = r.text("header")
+    cookie = r.text("cookie")
+    if (header is None) == (cookie is None):
+        r.error(None, "jwt.from", "give exactly one of 'header' or 'cookie'")
+    if header is not None:
+        header = header.lower()
+        if not _HEADER.match(header):
+            r.error("header", "field.header", f"{header!r} is not a valid header name")
+    prefix = r.text("prefix") or ""
+    if prefix and header is None:
+        r.error("prefix", "jwt.from", "a prefix applies to a header only")
+    return TokenFrom(header, prefix, cookie)
 
 
 def _hosts(r: Reader, key: str) -> tuple[str, ...]:
@@ -172,25 +241,30 @@ def _rate_limit(r: Reader) -> RateLimit:
         kinds = ", ".join((*_LIMIT_KEYS, "header:<name>"))
         r.error("key", "ratelimit.key", f"must be one of {kinds}, got {key!r}")
     requests = r.integer("requests", required=True, lo=1, hi=1_000_000_000) or 1
-    period = _duration(r, "per")
+    period = _duration(r, "per", "ratelimit.period", 0.001, 86_400.0)
     burst = r.integer("burst", lo=1, hi=1_000_000_000) or requests
     return RateLimit(
         name, key, header, requests, period, burst, bool(r.flag("exposeHeaders")), r.where()
     )
 
 
-def _duration(r: Reader, key: str) -> float:
-    """A duration such as 250ms, 1s, 1.5m or 1h, in seconds (1 when invalid or absent)."""
-    text = r.text(key, required=True)
-    found = _DURATION.match(text) if text else None
-    if text is not None and found is None:
-        r.error(key, "ratelimit.period", f"{text!r} is not a duration like 500ms, 1s, 10m or 1h")
+def _duration(
+    r: Reader, key: str, code: str, lo: float, hi: float, default: float | None = None
+) -> float:
+    """A duration such as 250ms, 1s, 1.5m or 1h, in seconds, within [lo, hi]; required unless
+    a default is given (also returned, or lo, when the value is invalid)."""
+    text = r.text(key, required=default is None)
+    fallback = lo if default is None else default
+    if text is None:
+        return fallback
+    found = _DURATION.match(text)
     if found is None:
-        return 1.0
+        r.error(key, code, f"{text!r} is not a duration like 500ms, 1s, 10m or 1h")
+        return fallback
     seconds = float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
-    if not 0.001 <= seconds <= 86_400:
-        r.error(key, "ratelimit.period", f"{text!r} must be between 1ms and 24h")
-        return 1.0
+    if not lo <= seconds <= hi:
+        r.error(key, code, f"{text!r} must be between {lo:g}s and {hi:g}s")
+        return fallback
     return seconds
 
 

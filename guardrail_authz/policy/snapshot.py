@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from guardrail_authz.engine.ratelimit import CompiledLimit
+from guardrail_authz.identity.jwt import JwtProvider
 from guardrail_authz.policy.matchers import CompiledCondition, GlobSet, host_candidates
 from guardrail_authz.policy.pathtrie import PathTrie
 
@@ -35,6 +36,7 @@ class CompiledPolicy:
     # Keys already presented and found valid, so a caller's repeated calls skip hashing.
     # Only valid keys enter it: its size is bounded by `keys`, whatever callers send.
     presented: dict[str, KeyEntry] = field(default_factory=dict, compare=False, repr=False)
+    jwt: JwtProvider | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,3 +150,4 @@ class PolicySnapshot:
     route_count: int
     files: tuple[str, ...]
     stage_seconds: Mapping[str, float]
+    jwt_providers: tuple[JwtProvider, ...] = ()  # whose remote JWKS the server fetches

@@ -148,6 +148,35 @@ class ApiKeyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenFrom:
+    """Where a JWT is read: a header with an optional prefix, or a cookie."""
+
+    header: str | None
+    prefix: str
+    cookie: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JwtConfig:
+    """A policy's JWT provider: issuer, audiences, algorithms and where its keys come from."""
+
+    issuer: str
+    audiences: tuple[str, ...]
+    algorithms: tuple[str, ...]
+    leeway: float
+    jwks_uri: str | None
+    discovery: bool
+    inline_keys: tuple[object, ...] | None  # JWK objects as written in the policy
+    refresh: float
+    sources: tuple[TokenFrom, ...]
+    principal_claim: str
+    roles_claim: str | None
+    strip: bool
+    where: Where
+    keys_where: Where
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """A GuardrailPolicy document."""
 
@@ -159,6 +188,7 @@ class Policy:
     api_keys: ApiKeyConfig
     routes: tuple[Route, ...]
     where: Where
+    jwt: JwtConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

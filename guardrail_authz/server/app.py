@@ -15,6 +15,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from guardrail_authz.audit import AuditLog
+from guardrail_authz.engine.ratelimit import LocalLimiter
+from guardrail_authz.engine.runtime import Runtime
+from guardrail_authz.identity.jwks import JwksCache
+from guardrail_authz.identity.jwt import Verifier
 from guardrail_authz.server.metrics import Metrics
 from guardrail_authz.server.ops_http import OpsHttp
 from guardrail_authz.server.reload import SnapshotHolder
@@ -55,7 +59,9 @@ class App:
         self.metrics = Metrics()
         self.holder = SnapshotHolder(config.policies, self.metrics)
         self.audit = AuditLog(config.audit_log)
-        self.service = CheckService(self.holder, self.audit, self.metrics)
+        self.jwks = JwksCache()
+        runtime = Runtime(LocalLimiter(), Verifier(self.jwks.lookup))
+        self.service = CheckService(self.holder, self.audit, self.metrics, runtime)
         self.ops = OpsHttp(self.holder, self.metrics)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # no stub
         self.grpc_port = 0
@@ -64,10 +70,12 @@ class App:
         self._http: asyncio.Server | None = None
         self._stop_watch = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
+        self._jwks_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Load policies, bind both listeners and start watching; raises BindError."""
         self.holder.load()
+        self._track_jwks()
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers([self.service.handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -88,6 +96,7 @@ class App:
         self._grpc = server
         await self._sync_health()
         self._watch_task = asyncio.create_task(self._watch())
+        self._jwks_task = asyncio.create_task(self.jwks.run(self._stop_watch))
         # Startup objects (snapshot, modules, grpc) never die: keep them out of every GC pass.
         gc.collect()
         gc.freeze()
@@ -113,7 +122,12 @@ class App:
                 continue
             await asyncio.sleep(min(0.2, interval))  # let a multi-file write settle
             await asyncio.to_thread(self.holder.load)
+            self._track_jwks()
             await self._sync_health()
+
+    def _track_jwks(self) -> None:
+        snapshot = self.holder.snapshot
+        self.jwks.track(snapshot.jwt_providers if snapshot is not None else ())
 
     async def stop(self) -> None:
         """Drain: report not ready, let in-flight checks finish, then close everything."""
@@ -125,6 +139,10 @@ class App:
         self._stop_watch.set()
         if self._watch_task is not None:
             await self._watch_task
+        if self._jwks_task is not None:
+            self._jwks_task.cancel()  # a fetch in flight finishes in its thread (<= 5 s)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._jwks_task
         if self._http is not None:
             self._http.close()
             await self._http.wait_closed()

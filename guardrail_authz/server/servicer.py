@@ -13,6 +13,7 @@ from guardrail_authz.engine.decision import GUARDRAIL_PREFIX, Decision, Decision
 from guardrail_authz.engine.evaluate import evaluate, reject
 from guardrail_authz.engine.ratelimit import LocalLimiter
 from guardrail_authz.engine.request import RequestView
+from guardrail_authz.engine.runtime import Runtime
 from guardrail_authz.server.encode import encode_allow
 from guardrail_authz.server.metrics import Metrics
 from guardrail_authz.server.reload import SnapshotHolder
@@ -89,12 +90,12 @@ class CheckService:
         holder: SnapshotHolder,
         audit: AuditLog,
         metrics: Metrics,
-        limiter: LocalLimiter | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self.holder = holder
         self.audit = audit
         self.metrics = metrics
-        self.limiter = limiter if limiter is not None else LocalLimiter()
+        self.runtime = runtime if runtime is not None else Runtime(LocalLimiter())
         self.ids = DecisionIds()
 
     def decide(self, payload: bytes) -> tuple[Decision, RequestView | None]:
@@ -118,7 +119,7 @@ class CheckService:
             return reject(version, did, 431, "headers_too_large", "headers too large"), view
         if snapshot is None:
             return reject(version, did, 503, "no_policy_loaded", "no valid policy loaded"), view
-        return evaluate(snapshot, view, did, self.limiter), view
+        return evaluate(snapshot, view, did, self.runtime), view
 
     async def check(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         """The gRPC handler (raw bytes so malformed requests still get a CheckResponse)."""

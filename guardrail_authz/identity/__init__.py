@@ -1,0 +1,1 @@
+"""Caller identity beyond API keys: JWTs verified against JWKS."""
