@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="decide one request offline and print the decision as JSON")
     e.add_argument("--policies", type=Path, required=True)
     e.add_argument("--request", required=True, help="request JSON file, or - for stdin")
+    t = sub.add_parser("demo-token", help="mint a token of the local stack's demo issuer")
+    t.add_argument("--sub", required=True, help="the subject (becomes the principal)")
+    t.add_argument("--scope", help="space-separated scopes (the 'scope' claim)")
+    t.add_argument("--ttl", type=int, default=300, help="seconds of validity (negative: expired)")
     return p
 
 
@@ -48,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         return _validate(args.directory)
     if args.command == "eval":
         return _eval(args.policies, args.request)
+    if args.command == "demo-token":
+        from guardrail_authz.demo.idp import mint  # noqa: PLC0415 - only this command needs it
+
+        print(mint(args.sub, args.scope, args.ttl))  # noqa: T201 - the token, and only it
+        return 0
     return _serve(args)
 
 

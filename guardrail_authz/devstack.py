@@ -20,6 +20,7 @@ PORTS = {
     "guardrail-authz gRPC": 9191,
     "guardrail-authz ops HTTP": 9192,
     "demo upstream": 8081,
+    "demo identity provider": 8082,
 }
 
 
@@ -67,6 +68,7 @@ def main() -> int:
     procs: list[tuple[str, subprocess.Popen[bytes], int]] = []
     commands = [
         ("demo upstream", [py, "-m", "guardrail_authz.demo.upstream", "--port", "8081"], 8081),
+        ("demo idp", [py, "-m", "guardrail_authz.demo.idp", "--port", "8082"], 8082),
         ("guardrail-authz", [py, "-m", "guardrail_authz", "serve", "--policies",
                              str(ROOT / "policies"), "--audit-log", str(workdir / "audit.log")],
          9191),
@@ -112,6 +114,7 @@ guardrail-authz local stack is up:
   Envoy             http://127.0.0.1:8080   (admin http://127.0.0.1:9901)
   guardrail-authz   grpc 127.0.0.1:9191, ops http://127.0.0.1:9192/readyz /metrics
   demo upstream     http://127.0.0.1:8081   (echoes what it receives)
+  demo issuer       http://127.0.0.1:8082/jwks.json   (JWKS of `guardrail-authz demo-token`)
   policies          {ROOT / "policies"}  (edit them: they reload live)
   audit log         {workdir / "audit.log"}
 
@@ -119,8 +122,9 @@ Try:
   curl -i http://127.0.0.1:8080/public/ping
   curl -i http://127.0.0.1:8080/api/orders/42
   curl -i -H 'x-api-key: demo-reader-key' http://127.0.0.1:8080/api/orders/42
+  curl -i -H "authorization: Bearer $(.venv/bin/guardrail-authz demo-token --sub dana)" http://127.0.0.1:8080/api/profile
 
-Ctrl-C stops all three.
+Ctrl-C stops them all.
 """
 
 

@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import SHIPPED_POLICIES
@@ -25,7 +26,7 @@ def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
 def test_validate_shipped_policies_ok() -> None:
     out = _run("validate", str(SHIPPED_POLICIES))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "ok: 3 policies (orders@1, public@1, search@1), 4 routes" in out.stdout
+    assert "ok: 4 policies (orders@1, profile@1, public@1, search@1), 5 routes" in out.stdout
 
 
 def test_validate_prints_every_error_with_file_line_field(tmp_path: Path) -> None:
@@ -72,7 +73,7 @@ def test_eval_allowed_prints_decision_exit_0() -> None:
     assert d["status"] == 200
     assert d["route"] == "orders/read"
     assert d["action"] == "orders.read"
-    assert d["policy_version"].startswith("orders@1,public@1,search@1#")
+    assert d["policy_version"].startswith("orders@1,profile@1,public@1,search@1#")
     assert d["decision_id"]
     assert d["upstream_headers_set"]["x-guardrail-principal"] == "admin"
     assert "x-api-key" in d["upstream_headers_remove"]
@@ -130,3 +131,21 @@ def test_serve_reports_port_in_use_clearly() -> None:
     assert grpc_busy.returncode == 2
     assert f"cannot listen for gRPC on 127.0.0.1:{port}" in grpc_busy.stderr
     assert "Traceback" not in grpc_busy.stderr
+
+
+def test_demo_token_prints_only_a_token_of_the_demo_issuer() -> None:
+    from jwt import PyJWKSet, decode
+
+    from guardrail_authz.demo import idp
+
+    out = _run("demo-token", "--sub", "dana", "--scope", "profile:read orders:read", "--ttl", "60")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("\n") == 1
+    token = out.stdout.strip()
+    key = PyJWKSet.from_dict(idp.jwks()).keys[0]
+    claims = decode(token, key.key, algorithms=["EdDSA"], audience=idp.AUDIENCE, issuer=idp.ISSUER)
+    assert (claims["sub"], claims["scope"]) == ("dana", "profile:read orders:read")
+    assert 55 <= claims["exp"] - time.time() <= 61
+    expired = _run("demo-token", "--sub", "dana", "--ttl", "-60").stdout.strip()
+    late = decode(expired, key.key, algorithms=["EdDSA"], audience=idp.AUDIENCE, leeway=120)
+    assert late["exp"] < time.time()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from guardrail_authz.demo import idp
 from tests.conftest import SHIPPED_POLICIES
 from tests.envoystack import EnvoyStack
 
@@ -40,18 +42,32 @@ spec:
 """
 
 
-def make_policies(tmp: Path, gen: str = "1") -> Path:
-    """The shipped policies plus a 'gen' policy whose mutations name its generation."""
+def make_policies(tmp: Path, gen: str = "1", idp_port: int = idp.PORT) -> Path:
+    """The shipped policies plus a 'gen' policy whose mutations name its generation; the
+    demo issuer's JWKS is fetched from idp_port."""
     target = tmp / "policies"
     shutil.copytree(SHIPPED_POLICIES, target)
     (target / "gen.yaml").write_text(MUTATIONS.replace("GEN", gen))
+    profile = target / "profile.yaml"
+    profile.write_text(profile.read_text().replace(f":{idp.PORT}/", f":{idp_port}/"))
     return target
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyStack]:
+def demo_idp() -> Iterator[int]:
+    """The demo issuer's JWKS on a free port, as `make run` serves it on 8082."""
+    server = idp.serve(0)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, demo_idp: int) -> Iterator[EnvoyStack]:
     work = tmp_path_factory.mktemp("e2e")
-    with EnvoyStack(make_policies(work), work).start() as s:
+    with EnvoyStack(make_policies(work, idp_port=demo_idp), work).start() as s:
         yield s
 
 
@@ -128,6 +144,34 @@ def test_search_is_limited_to_5_per_second_per_principal(stack: EnvoyStack) -> N
     assert admin.status == 200  # admin has a quota of its own
     assert admin.headers["ratelimit-policy"] == '"per-principal";q=5;w=1'
     assert admin.upstream_headers()["x-guardrail-principal"] == "admin"
+
+
+def test_profile_needs_a_token_of_the_demo_issuer(stack: EnvoyStack) -> None:
+    """GET /api/profile through real Envoy with tokens minted like `demo-token` does."""
+    none = stack.request("GET", "/api/profile")
+    assert none.status == 401
+    assert none.json()["reason"] == "no_identity"
+    assert none.headers["www-authenticate"] == 'Bearer realm="guardrail-authz"'
+    token = idp.mint("dana", scope="profile:read")
+    deadline = time.monotonic() + 10  # the JWKS is fetched in the background at start
+    while (ok := stack.request("GET", "/api/profile", _bearer(token))).status != 200:
+        assert ok.json()["reason"] == "token_unknown_key", ok.json()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    seen = ok.upstream_headers()
+    assert seen["x-guardrail-principal"] == "dana"
+    assert "authorization" not in seen  # the token stays at the guardrail
+    expired = stack.request("GET", "/api/profile", _bearer(idp.mint("dana", ttl=-60)))
+    assert (expired.status, expired.json()["reason"]) == (401, "token_expired")
+    assert "invalid_token" in expired.headers["www-authenticate"]
+    head, body, sig = token.split(".")
+    tampered = f"{head}.{body}.{sig[:-4]}AAAA"
+    bad = stack.request("GET", "/api/profile", _bearer(tampered))
+    assert (bad.status, bad.json()["reason"]) == (401, "token_signature")
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
 
 
 def test_anything_else_denied_by_default(stack: EnvoyStack) -> None:

@@ -357,11 +357,17 @@ def test_decision_ids_unique_across_threads() -> None:
 def test_shipped_snapshot_version() -> None:
     """name@version of each policy, sorted, then '#' and 12 hex digits of the content hash."""
     snapshot = load_directory(REPO / "policies")
-    assert re.fullmatch(r"orders@1,public@1,search@1#[0-9a-f]{12}", snapshot.version)
+    assert re.fullmatch(r"orders@1,profile@1,public@1,search@1#[0-9a-f]{12}", snapshot.version)
     assert snapshot.version.endswith("#" + snapshot.content_hash)
-    assert snapshot.policies == (("orders", "1"), ("public", "1"), ("search", "1"))
-    assert snapshot.files == ("demo-keys.yaml", "orders.yaml", "public.yaml", "search.yaml")
-    assert snapshot.route_count == 4
+    assert snapshot.policies == (
+        ("orders", "1"),
+        ("profile", "1"),
+        ("public", "1"),
+        ("search", "1"),
+    )
+    files = ("demo-keys.yaml", "orders.yaml", "profile.yaml", "public.yaml", "search.yaml")
+    assert snapshot.files == files
+    assert snapshot.route_count == 5
     assert set(snapshot.stage_seconds) == {"parse", "resolve", "normalise", "index"}
 
 
