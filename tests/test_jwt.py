@@ -314,3 +314,90 @@ def test_leeway_is_bounded(tmp_path: Path, idp: Idp) -> None:
         load_directory(tmp_path)
     [e] = info.value.errors
     assert (e.code, e.line, e.field) == ("jwt.leeway", 10, "spec.jwt.leeway")
+
+
+# --- claims in rules ------------------------------------------------------------------------------
+
+CLAIMS_POLICY = """\
+apiVersion: guardrail-authz/v1
+kind: GuardrailPolicy
+metadata: {name: c}
+spec:
+  jwt:
+    issuer: https://issuer.test
+    audiences: [aud]
+    jwks: {keys: KEYS}
+  routes:
+    - name: r
+      match: {paths: [/r]}
+      rules:
+        - {name: suspended, effect: deny, when: {claims: [{name: suspended, equals: "true"}]}}
+        - {name: scoped, effect: allow, when: {claims: [{name: scope, contains: orders.read}]}}
+        - name: senior
+          effect: allow
+          when: {claims: [{name: level, gte: 3}, {name: org.id, equals: "42"}]}
+        - {name: mail, effect: allow, when: {claims: [{name: email, regex: '.*@example\\.com'}]}}
+        - {name: eng, effect: allow, when: {claims: [{name: groups, prefix: eng-}]}}
+"""
+
+
+@pytest.fixture
+def claims_snapshot(tmp_path: Path, keys: dict[str, SigningKey]) -> PolicySnapshot:
+    text = CLAIMS_POLICY.replace("KEYS", json.dumps([keys["ES256"].jwk]))
+    (tmp_path / "c.yaml").write_text(text, encoding="utf-8")
+    return load_directory(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("extra", "rule"),
+    [
+        ({"scope": "profile orders.read"}, "scoped"),
+        ({"scope": ["orders.read"]}, "scoped"),
+        ({"scope": "orders.readwrite"}, None),  # a token, not a substring
+        ({"level": 3, "org": {"id": 42}}, "senior"),
+        ({"level": 2.5, "org": {"id": 42}}, None),
+        ({"level": "9", "org": {"id": 42}}, None),  # numbers compare numbers only
+        ({"level": 5, "org": {"id": "43"}}, None),
+        ({"email": "dana@example.com"}, "mail"),
+        ({"email": "dana@example.com.evil"}, None),  # regex matches the whole value
+        ({"groups": ["ops", "eng-core"]}, "eng"),
+        ({"suspended": True, "scope": "orders.read"}, "suspended"),
+    ],
+)
+def test_claim_conditions(
+    claims_snapshot: PolicySnapshot,
+    keys: dict[str, SigningKey],
+    extra: dict[str, Any],
+    rule: str | None,
+) -> None:
+    now = int(time.time())
+    claims = {"iss": "https://issuer.test", "aud": "aud", "sub": "dana", "exp": now + 60, **extra}
+    token = keys["ES256"].sign(claims)
+    view = RequestView(
+        method="GET", raw_path="/r", host="h", headers={"authorization": f"Bearer {token}"}
+    )
+    d = evaluate(claims_snapshot, view, "d")
+    assert d.rule == rule, d
+    assert d.allowed == (rule not in (None, "suspended"))
+
+
+@pytest.mark.parametrize(
+    ("claim", "code"),
+    [
+        ("{name: a, equals: x, prefix: y}", "claim.op"),
+        ("{name: a}", "claim.op"),
+        ("{name: a, gt: high}", "claim.number"),
+        ("{name: a, present: false}", "claim.op"),
+        ("{name: a, regex: '(unclosed'}", "condition.regex"),
+    ],
+)
+def test_invalid_claim_conditions(
+    tmp_path: Path, keys: dict[str, SigningKey], claim: str, code: str
+) -> None:
+    text = CLAIMS_POLICY.replace("KEYS", json.dumps([keys["ES256"].jwk]))
+    text = text.replace("{name: scope, contains: orders.read}", claim)
+    (tmp_path / "c.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(PolicyLoadError) as info:
+        load_directory(tmp_path)
+    [e] = info.value.errors
+    assert (e.code, e.line) == (code, 14), e

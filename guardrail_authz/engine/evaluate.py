@@ -39,7 +39,7 @@ _ERRORS = {
 class _Caller:
     """Who the request authenticated as."""
 
-    __slots__ = ("key", "principal", "roles", "roles_header", "source")
+    __slots__ = ("claims", "key", "principal", "roles", "roles_header", "source")
 
     def __init__(
         self, principal: str | None, roles: frozenset[str], roles_header: str, source: str | None
@@ -49,6 +49,7 @@ class _Caller:
         self.roles_header = roles_header
         self.source = source
         self.key: str | None = None  # the API key presented, when one authenticated the call
+        self.claims: dict[str, object] | None = None  # the verified JWT's claims, if any
 
 
 def evaluate(
@@ -185,6 +186,7 @@ def _bearer(
     if not isinstance(principal, str) or not principal:
         return TokenError("token_claims", f"the token has no {provider.principal_claim!r}")
     caller.principal = principal
+    caller.claims = claims
     if provider.roles_claim is not None:
         roles = _claim_roles(claims.get(provider.roles_claim))
         caller.roles, caller.roles_header = roles, ",".join(sorted(roles))
@@ -212,6 +214,10 @@ def _matches(rule: CompiledRule, caller: _Caller, view: RequestView) -> bool:
     if rule.headers:
         for cond in rule.headers:
             if not cond.holds(view.headers.get(cond.name)):
+                return False
+    if rule.claims:
+        for claim in rule.claims:
+            if not claim.holds(caller.claims):
                 return False
     if rule.query:
         return all(cond.holds(view.query_param(cond.name)) for cond in rule.query)

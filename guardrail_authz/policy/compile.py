@@ -12,7 +12,12 @@ from typing import TypeVar
 from guardrail_authz.engine.ratelimit import CompiledLimit
 from guardrail_authz.identity.jwt import JwtProvider, TokenSource, key_set
 from guardrail_authz.policy.errors import ErrorSink, PolicyLoadError
-from guardrail_authz.policy.matchers import CompiledCondition, GlobSet, compile_regex
+from guardrail_authz.policy.matchers import (
+    ClaimCondition,
+    CompiledCondition,
+    GlobSet,
+    compile_regex,
+)
 from guardrail_authz.policy.parse import parse_document
 from guardrail_authz.policy.pathtrie import ANY_METHOD, TemplateError, parse_template
 from guardrail_authz.policy.snapshot import (
@@ -27,6 +32,7 @@ from guardrail_authz.policy.snapshot import (
 from guardrail_authz.policy.source import (
     ApiKey,
     ApiKeySet,
+    ClaimCheck,
     Condition,
     JwtConfig,
     MatchOp,
@@ -288,6 +294,7 @@ def _compile_rule(rule: Rule, sink: ErrorSink) -> CompiledRule:
         w.authenticated,
         tuple(_compile_condition(c, sink) for c in w.headers),
         tuple(_compile_condition(c, sink) for c in w.query),
+        tuple(_compile_claim(c, sink) for c in w.claims),
         rule.status or 403,
         rule.reason or f"denied_by_rule:{rule.name}",
         rule.message,
@@ -304,6 +311,20 @@ def _compile_condition(cond: Condition, sink: ErrorSink) -> CompiledCondition:
         else:
             regex = compiled
     return CompiledCondition(cond.name, cond.op, cond.value, regex)
+
+
+def _compile_claim(check: ClaimCheck, sink: ErrorSink) -> ClaimCondition:
+    regex = None
+    if check.op == "regex":
+        compiled = compile_regex(str(check.value))
+        if isinstance(compiled, str):
+            w = check.where
+            sink.add("condition.regex", compiled, w.file, w.line, w.field + ".regex")
+        else:
+            regex = compiled
+    number = check.value if isinstance(check.value, float) else 0.0
+    text = check.value if isinstance(check.value, str) else ""
+    return ClaimCondition(tuple(check.name.split(".")), check.op, text, number, regex)
 
 
 def _index_route(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from guardrail_authz.policy.source import MatchOp
 
@@ -83,3 +84,68 @@ def host_candidates(host: str) -> list[str]:
         keys.append("*." + rest)
     keys.append("*")
     return keys
+
+
+CLAIM_OPS = ("equals", "contains", "prefix", "regex", "gt", "gte", "lt", "lte", "present")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimCondition:
+    """A condition on one JWT claim; `path` is the claim name split on dots (nested claims)."""
+
+    path: tuple[str, ...]
+    op: str  # one of CLAIM_OPS
+    text: str  # the value for string operators
+    number: float  # the value for gt/gte/lt/lte
+    regex: re.Pattern[str] | None
+
+    def holds(self, claims: Mapping[str, Any] | None) -> bool:
+        """False without claims (no JWT) or without the claim; lists hold when one item does."""
+        value: Any = claims
+        for part in self.path:
+            if not isinstance(value, Mapping) or part not in value:
+                return False
+            value = value[part]
+        op = self.op
+        if op == "present":
+            return value is not None
+        if op in ("gt", "gte", "lt", "lte"):
+            return _compare(op, value, self.number)
+        if op == "contains":
+            if isinstance(value, str):
+                return self.text in value.split()
+            return isinstance(value, list) and any(_as_text(v) == self.text for v in value)
+        items = value if isinstance(value, list) else [value]
+        return any(self._text_holds(_as_text(v)) for v in items)
+
+    def _text_holds(self, actual: str | None) -> bool:
+        if actual is None:
+            return False
+        if self.op == "equals":
+            return actual == self.text
+        if self.op == "prefix":
+            return actual.startswith(self.text)
+        return self.regex is not None and self.regex.fullmatch(actual) is not None
+
+
+def _as_text(value: Any) -> str | None:
+    """Claim scalars as policy text: strings as they are, true/false, numbers in JSON form."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    return None
+
+
+def _compare(op: str, value: Any, number: float) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if op == "gt":
+        return value > number
+    if op == "gte":
+        return value >= number
+    if op == "lt":
+        return value < number
+    return value <= number

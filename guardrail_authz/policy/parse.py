@@ -7,11 +7,13 @@ from typing import Any
 
 from guardrail_authz.identity.jwt import ALGORITHMS, DEFAULT_ALGORITHMS
 from guardrail_authz.policy.errors import ErrorSink
+from guardrail_authz.policy.matchers import CLAIM_OPS
 from guardrail_authz.policy.reader import Reader
 from guardrail_authz.policy.source import (
     ApiKey,
     ApiKeyConfig,
     ApiKeySet,
+    ClaimCheck,
     Condition,
     HeaderSet,
     JwtConfig,
@@ -309,7 +311,7 @@ def _rule(r: Reader) -> Rule:
 
 
 def _when(r: Reader) -> When:
-    r.only("principals", "sourcePrincipals", "roles", "authenticated", "headers", "query")
+    r.only("principals", "sourcePrincipals", "roles", "authenticated", "headers", "query", "claims")
     return When(
         principals=r.text_list("principals"),
         source_principals=r.text_list("sourcePrincipals"),
@@ -317,7 +319,31 @@ def _when(r: Reader) -> When:
         authenticated=r.flag("authenticated"),
         headers=_conditions(r, "headers", header=True),
         query=_conditions(r, "query", header=False),
+        claims=tuple(_claim(r.sub(item, p, ln)) for item, p, ln in r.items("claims")),
     )
+
+
+def _claim(r: Reader) -> ClaimCheck:
+    r.only("name", *CLAIM_OPS)
+    name = r.text("name", required=True) or ""
+    ops = [op for op in CLAIM_OPS if op in r.data]
+    if len(ops) != 1:
+        r.error(None, "claim.op", f"give exactly one of {', '.join(CLAIM_OPS)}")
+        return ClaimCheck(name, "present", "", r.where())
+    op = ops[0]
+    value: str | float = ""
+    if op in ("gt", "gte", "lt", "lte"):
+        raw = r.data.get(op)
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            r.error(op, "claim.number", f"{op} compares numbers; got {raw!r}")
+        else:
+            value = float(raw)
+    elif op == "present":
+        if r.data.get(op) is not True:
+            r.error(op, "claim.op", "present takes true (write a deny rule for absence)")
+    else:
+        value = r.scalar_text(op, required=True) or ""
+    return ClaimCheck(name, op, value, r.where())
 
 
 def _conditions(r: Reader, key: str, *, header: bool) -> tuple[Condition, ...]:

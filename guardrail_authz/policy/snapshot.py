@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 
 from guardrail_authz.engine.ratelimit import CompiledLimit
 from guardrail_authz.identity.jwt import JwtProvider
-from guardrail_authz.policy.matchers import CompiledCondition, GlobSet, host_candidates
+from guardrail_authz.policy.matchers import (
+    ClaimCondition,
+    CompiledCondition,
+    GlobSet,
+    host_candidates,
+)
 from guardrail_authz.policy.pathtrie import PathTrie
 
 
@@ -51,6 +56,7 @@ class CompiledRule:
     authenticated: bool | None
     headers: tuple[CompiledCondition, ...]
     query: tuple[CompiledCondition, ...]
+    claims: tuple[ClaimCondition, ...]
     status: int
     reason: str
     message: str | None

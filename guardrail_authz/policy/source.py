@@ -36,6 +36,16 @@ class Condition:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimCheck:
+    """A condition on a JWT claim (dotted name for nested claims)."""
+
+    name: str
+    op: str
+    value: str | float
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
 class When:
     """The conditions of a rule; all given fields must hold (lists inside a field are any-of)."""
 
@@ -45,10 +55,11 @@ class When:
     authenticated: bool | None = None
     headers: tuple[Condition, ...] = ()
     query: tuple[Condition, ...] = ()
+    claims: tuple[ClaimCheck, ...] = ()
 
     def needs_identity(self) -> bool:
         """True when only an authenticated caller could satisfy this rule."""
-        return bool(self.principals or self.source_principals or self.roles) or (
+        return bool(self.principals or self.source_principals or self.roles or self.claims) or (
             self.authenticated is True
         )
 
