@@ -33,6 +33,19 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--reload-interval", type=float, default=1.0, help="seconds between checks")
     s.add_argument("--grace", type=float, default=10.0, help="seconds to drain on SIGTERM")
     s.add_argument("--log-level", default="INFO", help="operational log level (stderr)")
+    s.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share rate limits across replicas through this Redis (redis://host:6379/0); "
+        "default: buckets in this process",
+    )
+    s.add_argument(
+        "--redis-failure",
+        choices=("open", "closed"),
+        default="open",
+        help="when Redis cannot answer: open lets limited calls through (default), closed "
+        "refuses them with 503",
+    )
     v = sub.add_parser("validate", help="check a policy directory; print every error")
     v.add_argument("directory", type=Path)
     e = sub.add_parser("eval", help="decide one request offline and print the decision as JSON")
@@ -105,6 +118,8 @@ def _serve(args: argparse.Namespace) -> int:
         audit_log=args.audit_log,
         reload_interval=args.reload_interval,
         grace_seconds=args.grace,
+        redis_url=args.redis,
+        redis_fail_open=args.redis_failure == "open",
     )
     try:
         asyncio.run(serve(config))

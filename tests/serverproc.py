@@ -33,6 +33,7 @@ class ServerProcess:
         reload_interval: float = 0.2,
         grace: float = 5,
         grpc_addr: str = "127.0.0.1:0",
+        extra: list[str] | None = None,
     ) -> None:
         self.policies = policies
         self.audit_log = audit_log
@@ -44,6 +45,7 @@ class ServerProcess:
             "--audit-log", str(audit_log),
             "--reload-interval", str(reload_interval),
             "--grace", str(grace),
+            *(extra or []),
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ)

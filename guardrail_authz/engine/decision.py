@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from guardrail_authz.engine.ratelimit import CompiledLimit, LimitOutcome
 
 PRINCIPAL_HEADER = "x-guardrail-principal"
 ROLES_HEADER = "x-guardrail-roles"
 DECISION_ID_HEADER = "x-guardrail-decision-id"
 REASON_HEADER = "x-guardrail-reason"
 GUARDRAIL_PREFIX = "x-guardrail-"
+
+
+@dataclass(slots=True)
+class PendingLimit:
+    """An allowed call on a route whose limits live in a shared store: counted, then settled."""
+
+    scope: str
+    limits: list[tuple[CompiledLimit, str]]
+    refuse: Callable[[LimitOutcome], Decision]  # the 429 to answer when a limit has no token
+    unavailable: Callable[[], Decision]  # the 503 when the store is down and fails closed
+    expose: bool
 
 
 @dataclass(slots=True)
@@ -37,6 +51,9 @@ class Decision:
     query_set: list[tuple[str, str]] = field(default_factory=list)
     query_remove: list[str] = field(default_factory=list)
     deny_headers: list[tuple[str, str]] = field(default_factory=list)
+    # Rate limits still to be counted in a shared store before this allow stands (see
+    # engine/redislimit.py); the server settles it, nothing else sees it.
+    pending: PendingLimit | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The decision as the JSON object `guardrail-authz eval` prints."""

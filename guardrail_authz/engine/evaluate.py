@@ -13,8 +13,9 @@ from guardrail_authz.engine.decision import (
     REASON_HEADER,
     ROLES_HEADER,
     Decision,
+    PendingLimit,
 )
-from guardrail_authz.engine.ratelimit import CompiledLimit, LocalLimiter
+from guardrail_authz.engine.ratelimit import CompiledLimit, LimitOutcome
 from guardrail_authz.engine.request import BadRequestError, RequestView
 from guardrail_authz.engine.runtime import Runtime
 from guardrail_authz.identity.jwt import JwtProvider, TokenError
@@ -148,8 +149,8 @@ def _decide(
             return d
     for rule in route.allow_rules:
         if _matches(rule, caller, view):
-            if route.rate_limits and runtime.limiter is not None:
-                return _limited(snapshot, view, did, route, rule, caller, runtime.limiter)
+            if route.rate_limits and (runtime.limiter is not None or runtime.shared):
+                return _limited(snapshot, view, did, route, rule, caller, runtime)
             return _allow(snapshot, view, did, route, rule, caller)
     if caller.principal is None and route.identity_required:
         return _deny(
@@ -231,12 +232,13 @@ def _limited(
     route: CompiledRoute,
     rule: CompiledRule,
     caller: _Caller,
-    limiter: LocalLimiter,
+    runtime: Runtime,
 ) -> Decision:
-    """An allowed call on a route with rate limits: allowed only if every limit has quota."""
+    """An allowed call on a route with rate limits: allowed only if every limit has quota.
+    Counted here with the process's buckets, or left pending for the shared store."""
     limits = [(limit, _limit_key(limit, caller, view)) for limit in route.rate_limits]
-    outcome = limiter.acquire(route.id, limits)
-    if not outcome.allowed:
+
+    def refuse(outcome: LimitOutcome) -> Decision:
         d = _deny(
             snapshot.version,
             did,
@@ -253,13 +255,42 @@ def _limited(
             ("ratelimit", outcome.state_header),
         ]
         return d
-    d = _allow(snapshot, view, did, route, rule, caller)
-    if any(limit.expose for limit in route.rate_limits):
-        d.response_headers_add += [
+
+    def unavailable() -> Decision:
+        message = "rate limits cannot be counted right now"
+        d = _deny(snapshot.version, did, route, 503, "rate_limit_unavailable", message)
+        d.rule, d.principal = rule.name, caller.principal
+        return d
+
+    expose = any(limit.expose for limit in route.rate_limits)
+    pending = PendingLimit(route.id, limits, refuse, unavailable, expose)
+    allowed = _allow(snapshot, view, did, route, rule, caller)
+    allowed.pending = pending
+    if runtime.limiter is None:
+        return allowed  # the server counts it in the shared store, then settles it
+    return settle(allowed, runtime.limiter.acquire(route.id, limits), fail_open=False)
+
+
+def settle(allowed: Decision, outcome: LimitOutcome | None, *, fail_open: bool) -> Decision:
+    """The final decision for a pending allow, given the limits' outcome (None: the store
+    could not be asked, settled by `fail_open`)."""
+    pending = allowed.pending
+    if pending is None:
+        return allowed
+    allowed.pending = None
+    if outcome is None:
+        if not fail_open:
+            return pending.unavailable()
+        allowed.reasons.append("rate_limit_store_unavailable")
+        return allowed
+    if not outcome.allowed:
+        return pending.refuse(outcome)
+    if pending.expose:
+        allowed.response_headers_add += [
             ("ratelimit-policy", outcome.policy_header, "overwrite"),
             ("ratelimit", outcome.state_header, "overwrite"),
         ]
-    return d
+    return allowed
 
 
 def _limit_key(limit: CompiledLimit, caller: _Caller, view: RequestView) -> str:

@@ -107,16 +107,21 @@ class LocalLimiter:
                 bucket.tokens -= 1.0
         for (limit, value), bucket in zip(limits, current, strict=True):
             buckets[(scope, limit.name, value)] = bucket  # (re)insert: renews its expiry
-        policy = ", ".join(limit.policy_item for limit, _ in limits)
-        state = ", ".join(
-            f'"{limit.name}";r={math.floor(b.tokens)};t={_seconds_to_full(limit, b)}'
-            for (limit, _), b in zip(limits, current, strict=True)
-        )
+        policy, state = render_headers(limits, [b.tokens for b in current])
         if refused is None:
             return LimitOutcome(True, "", 0, policy, state)
         limit, wait = refused
         return LimitOutcome(False, limit.name, max(1, math.ceil(wait)), policy, state)
 
 
-def _seconds_to_full(limit: CompiledLimit, bucket: _Bucket) -> int:
-    return math.ceil(max(0.0, limit.burst - bucket.tokens) / limit.rate)
+def render_headers(
+    limits: Sequence[tuple[CompiledLimit, str]], tokens: Sequence[float]
+) -> tuple[str, str]:
+    """RateLimit-Policy and RateLimit values for these limits with these tokens left."""
+    policy = ", ".join(limit.policy_item for limit, _ in limits)
+    state = ", ".join(
+        f'"{limit.name}";r={math.floor(max(0.0, left))};'
+        f"t={math.ceil(max(0.0, limit.burst - left) / limit.rate)}"
+        for (limit, _), left in zip(limits, tokens, strict=True)
+    )
+    return policy, state

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from guardrail_authz.audit import AuditLog
 from guardrail_authz.engine.ratelimit import LocalLimiter
+from guardrail_authz.engine.redislimit import RedisLimiter
 from guardrail_authz.engine.runtime import Runtime
 from guardrail_authz.identity.jwks import JwksCache
 from guardrail_authz.identity.jwt import Verifier
@@ -41,6 +42,8 @@ class ServeConfig:
     audit_log: Path | None = None
     reload_interval: float = 1.0
     grace_seconds: float = 10.0
+    redis_url: str | None = None  # rate limits shared through this Redis, else in-process
+    redis_fail_open: bool = True
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -60,8 +63,14 @@ class App:
         self.holder = SnapshotHolder(config.policies, self.metrics)
         self.audit = AuditLog(config.audit_log)
         self.jwks = JwksCache()
-        runtime = Runtime(LocalLimiter(), Verifier(self.jwks.lookup))
-        self.service = CheckService(self.holder, self.audit, self.metrics, runtime)
+        verifier = Verifier(self.jwks.lookup)
+        self.shared: RedisLimiter | None = None
+        if config.redis_url:
+            self.shared = RedisLimiter(config.redis_url, fail_open=config.redis_fail_open)
+            runtime = Runtime(None, verifier, shared=True)
+        else:
+            runtime = Runtime(LocalLimiter(), verifier)
+        self.service = CheckService(self.holder, self.audit, self.metrics, runtime, self.shared)
         self.ops = OpsHttp(self.holder, self.metrics)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # no stub
         self.grpc_port = 0
@@ -146,6 +155,9 @@ class App:
         if self._http is not None:
             self._http.close()
             await self._http.wait_closed()
+        if self.shared is not None:
+            with contextlib.suppress(Exception):
+                await self.shared.close()
         self.audit.close()
 
 

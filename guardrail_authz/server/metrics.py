@@ -57,6 +57,11 @@ class Metrics:
         self.reloads = Counter(
             "guardrail_policy_reloads", "Policy loads by result.", ("result",), registry=r
         )
+        self.store_errors = Counter(
+            "guardrail_ratelimit_store_errors",
+            "Limited calls the shared rate-limit store (Redis) could not count.",
+            registry=r,
+        )
         self.active = Gauge(
             "guardrail_policy_active_info",
             "The active policy snapshot version (value 1).",

@@ -10,8 +10,9 @@ import grpc
 
 from guardrail_authz.audit import AuditLog
 from guardrail_authz.engine.decision import GUARDRAIL_PREFIX, Decision, DecisionIds
-from guardrail_authz.engine.evaluate import evaluate, reject
+from guardrail_authz.engine.evaluate import evaluate, reject, settle
 from guardrail_authz.engine.ratelimit import LocalLimiter
+from guardrail_authz.engine.redislimit import RedisLimiter
 from guardrail_authz.engine.request import RequestView
 from guardrail_authz.engine.runtime import Runtime
 from guardrail_authz.server.encode import encode_allow
@@ -91,11 +92,13 @@ class CheckService:
         audit: AuditLog,
         metrics: Metrics,
         runtime: Runtime | None = None,
+        shared: RedisLimiter | None = None,
     ) -> None:
         self.holder = holder
         self.audit = audit
         self.metrics = metrics
         self.runtime = runtime if runtime is not None else Runtime(LocalLimiter())
+        self.shared = shared
         self.ids = DecisionIds()
 
     def decide(self, payload: bytes) -> tuple[Decision, RequestView | None]:
@@ -126,6 +129,8 @@ class CheckService:
         start = time.perf_counter()
         try:
             decision, view = self.decide(payload)
+            if decision.pending is not None:
+                decision = await self._count(decision)
             if decision.allowed:
                 out = encode_allow(decision)
             else:
@@ -143,6 +148,16 @@ class CheckService:
         except Exception:
             log.exception("audit write failed for decision %s", decision.decision_id)
         return out
+
+    async def _count(self, decision: Decision) -> Decision:
+        """Count a pending allow's limits in the shared store and settle it."""
+        pending = decision.pending
+        if self.shared is None or pending is None:  # no store configured: fail closed
+            return settle(decision, None, fail_open=False)
+        outcome = await self.shared.acquire(pending.scope, pending.limits)
+        if outcome is None:
+            self.metrics.store_errors.inc()
+        return settle(decision, outcome, fail_open=self.shared.fail_open)
 
     def handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
         """A generic handler for Authorization/Check with byte-level (de)serialization."""
