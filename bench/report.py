@@ -14,9 +14,10 @@ import grpc
 from google.protobuf import __version__ as protobuf_version
 from google.protobuf.internal import api_implementation
 
-from bench import envoyreport
+from bench import envoyreport, identitybench
 from bench.engine import EngineResult
 from bench.envoybench import EnvoyReport
+from bench.identitybench import IdentityReport
 from bench.profile import Profile
 from bench.stages import REPEATS
 from bench.throughput import ThroughputReport
@@ -213,6 +214,7 @@ def render(
     engine_repeats: int,
     profile: Profile | None,
     envoy: EnvoyReport | None = None,
+    identity: IdentityReport | None = None,
 ) -> str:
     """The whole results section, markers included."""
     lines = [START, "## Latest results", "", *_machine_md(m, command)]
@@ -224,6 +226,8 @@ def render(
         lines += _engine_md(engine, engine_repeats)
     if envoy is not None:
         lines += envoyreport.render(envoy)
+    if identity is not None:
+        lines += identitybench.render(identity)
     if profile is not None:
         lines += _profile_md(profile)
     lines.append(END)

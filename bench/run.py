@@ -10,7 +10,17 @@ import sys
 import time
 from types import FrameType
 
-from bench import engine, envoybench, h2load, placement, profile, report, stages, throughput
+from bench import (
+    engine,
+    envoybench,
+    h2load,
+    identitybench,
+    placement,
+    profile,
+    report,
+    stages,
+    throughput,
+)
 from bench.procs import ROOT, BenchError, Cores
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -27,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-throughput", action="store_true", help="skip benchmark 1")
     p.add_argument("--skip-engine", action="store_true", help="skip benchmarks 2 and 3")
     p.add_argument("--skip-envoy", action="store_true", help="skip benchmark 4 (through Envoy)")
+    p.add_argument(
+        "--skip-identity", action="store_true", help="skip benchmark 6 (JWT and Redis limits)"
+    )
     p.add_argument("--envoy-seconds", type=float, default=5.0, help="seconds per Envoy run")
     p.add_argument("--rate", type=int, default=500, help="fixed rate through Envoy (req/s)")
     p.add_argument(
@@ -82,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     cores = Cores.pick()
     tool_version = "h2load not used"
-    if not args.skip_throughput or not args.skip_envoy or args.profile:
+    if not (args.skip_throughput and args.skip_envoy and args.skip_identity) or args.profile:
         try:
             tool_version = h2load.version(h2load.ensure_h2load())
         except BenchError as exc:
@@ -97,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     stage_rows: list[tuple[str, float]] | None = None
     engines: list[engine.EngineResult] | None = None
     through_envoy: envoybench.EnvoyReport | None = None
+    ident: identitybench.IdentityReport | None = None
     try:
         if not args.skip_throughput:
             print(f"1. throughput ({cores.describe()})", flush=True)
@@ -113,11 +127,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {e.routes:>6} routes: {e.us_per_decision:.1f} µs/decision", flush=True)
         if not args.skip_envoy:
             through_envoy = _through_envoy(args, cores)
+        if not args.skip_identity:
+            print(f"6. JWT and Redis-limited Checks ({cores.describe()})", flush=True)
+            ident = identitybench.run(load, args.rounds, cores)
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
     section = report.render(
-        machine, command, tp, stage_rows, engines, args.repeats, prof, through_envoy
+        machine, command, tp, stage_rows, engines, args.repeats, prof, through_envoy, ident
     )
     print()
     print(section)

@@ -41,8 +41,11 @@ def require_redis() -> str:
 class RedisProcess:
     """redis-server on 127.0.0.1:port, no persistence; can be stopped and started again."""
 
-    def __init__(self, binary: str, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, binary: str, workdir: Path, port: int | None = None, prefix: list[str] | None = None
+    ) -> None:
         self.binary = binary
+        self.prefix = prefix or []  # e.g. taskset -c N
         self.workdir = workdir
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -53,8 +56,8 @@ class RedisProcess:
 
     def start(self) -> RedisProcess:
         cmd = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes",
+            *self.prefix, self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes",
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

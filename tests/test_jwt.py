@@ -18,8 +18,9 @@ from guardrail_authz.engine.decision import Decision
 from guardrail_authz.engine.evaluate import evaluate
 from guardrail_authz.engine.request import RequestView
 from guardrail_authz.engine.runtime import Runtime
+from guardrail_authz.identity import jwt as jwt_module
 from guardrail_authz.identity.jwks import JwksCache
-from guardrail_authz.identity.jwt import Verifier
+from guardrail_authz.identity.jwt import TokenError, Verifier
 from guardrail_authz.policy.compile import load_directory
 from guardrail_authz.policy.errors import PolicyLoadError
 from guardrail_authz.policy.snapshot import PolicySnapshot
@@ -401,3 +402,29 @@ def test_invalid_claim_conditions(
         load_directory(tmp_path)
     [e] = info.value.errors
     assert (e.code, e.line) == (code, 14), e
+
+
+def test_remembered_tokens_expire_and_memory_is_bounded(
+    tmp_path: Path, idp: Idp, keys: dict[str, SigningKey], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inline = json.dumps([keys["EdDSA"].jwk])
+    provider = _snapshot(tmp_path, idp, f"    jwks: {{keys: {inline}}}\n").jwt_providers[0]
+    clock = Clock()
+    clock.now = time.time()
+    verifier = Verifier(clock=clock)
+    token = keys["EdDSA"].sign(idp.claims(ttl=3600))
+    assert verifier.verify(provider, token)["sub"] == "alice"
+    assert provider.keys is not None
+    saved = dict(provider.keys)
+    provider.keys.clear()  # type: ignore[attr-defined]  # as if the key were revoked
+    clock.now += 59
+    assert verifier.verify(provider, token)["sub"] == "alice"  # still remembered
+    clock.now += 2
+    with pytest.raises(TokenError) as info:
+        verifier.verify(provider, token)  # 60 s later it is checked again
+    assert info.value.reason == "token_unknown_key"
+    provider.keys.update(saved)  # type: ignore[attr-defined]
+    monkeypatch.setattr(jwt_module, "VERIFIED_CACHE", 5)
+    for n in range(20):
+        verifier.verify(provider, keys["EdDSA"].sign(idp.claims(sub=f"u{n}")))
+    assert len(verifier._verified) == 5
