@@ -57,7 +57,8 @@ class RedisProcess:
     def start(self) -> RedisProcess:
         cmd = [
             *self.prefix, self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes",
+            "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+            "--protected-mode", "yes",
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
