@@ -49,7 +49,16 @@ CORPUS = Path(__file__).resolve().parent / "conformance"
 DECISION_ID = "corpus-decision-id"
 
 _REQUEST_KEYS = frozenset(
-    {"method", "path", "host", "headers", "source_principal", "destination_port", "body"}
+    {
+        "method",
+        "path",
+        "host",
+        "headers",
+        "source_principal",
+        "source_address",
+        "destination_port",
+        "body",
+    }
 )
 _EQUAL = (
     "allowed",
@@ -167,6 +176,7 @@ def _wire_view(view: RequestView) -> RequestView:
     for name, value in view.headers.items():
         http.headers[name] = value
     req.attributes.source.principal = view.source_principal
+    req.attributes.source.address.socket_address.address = view.source_address
     req.attributes.destination.address.socket_address.port_value = view.port
     payload = req.SerializeToString()
     return view_from_check(CheckRequest.FromString(payload), payload)

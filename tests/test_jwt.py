@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from guardrail_authz.engine.decision import Decision
 from guardrail_authz.engine.evaluate import evaluate
+from guardrail_authz.engine.ratelimit import LocalLimiter
 from guardrail_authz.engine.request import RequestView
 from guardrail_authz.engine.runtime import Runtime
 from guardrail_authz.identity import jwt as jwt_module
@@ -428,3 +429,39 @@ def test_remembered_tokens_expire_and_memory_is_bounded(
     for n in range(20):
         verifier.verify(provider, keys["EdDSA"].sign(idp.claims(sub=f"u{n}")))
     assert len(verifier._verified) == 5
+
+
+def test_claims_to_upstream_headers_and_limits_by_claim(
+    tmp_path: Path, keys: dict[str, SigningKey]
+) -> None:
+    text = CLAIMS_POLICY.replace("KEYS", json.dumps([keys["ES256"].jwk])) + (
+        "      onAllow:\n"
+        "        claimHeaders:\n"
+        "          - {claim: email, header: X-User-Email}\n"
+        "          - {claim: org.id, header: x-org}\n"
+        "      rateLimits:\n"
+        "        - {name: per-org, key: 'claim:org.id', requests: 1, per: 1m}\n"
+    )
+    (tmp_path / "c.yaml").write_text(text, encoding="utf-8")
+    snap = load_directory(tmp_path)
+    runtime = Runtime(LocalLimiter())
+    now = int(time.time())
+
+    def call(**claims: Any) -> Decision:
+        base = {"iss": "https://issuer.test", "aud": "aud", "sub": "dana", "exp": now + 60}
+        token = keys["ES256"].sign({**base, "scope": "orders.read", **claims})
+        headers = {"authorization": f"Bearer {token}", "x-user-email": "spoofed@evil"}
+        view = RequestView(method="GET", raw_path="/r", host="h", headers=headers)
+        return evaluate(snap, view, "d", runtime)
+
+    d = call(email="dana@example.com", org={"id": 42})
+    sets = {n: v for n, v, _ in d.upstream_headers_set}
+    assert (sets["x-user-email"], sets["x-org"]) == ("dana@example.com", "42")
+    assert call(email="x@example.com", org={"id": 42}).reason == "rate_limited"  # org 42 again
+    other = call(org={"id": 7})  # no email claim: the client's x-user-email is removed
+    assert other.allowed
+    assert "x-user-email" in other.upstream_headers_remove
+    assert "x-user-email" not in {n for n, _, _ in other.upstream_headers_set}
+    injected = call(email="evil\r\nx-injected: 1", org={"id": 8})
+    assert sorted(injected.upstream_headers_remove) == ["authorization", "x-user-email"]
+    assert "x-user-email" not in {n for n, _, _ in injected.upstream_headers_set}

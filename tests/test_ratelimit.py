@@ -251,3 +251,22 @@ def test_exposed_quota_on_allow(tmp_path: Path) -> None:
 def test_without_a_limiter_limits_are_not_applied(tmp_path: Path) -> None:
     snap = _load(tmp_path, "        - {name: g, key: global, requests: 1, per: 1m}\n")
     assert all(evaluate(snap, _view(ALICE), "d").allowed for _ in range(3))
+
+
+def test_limits_by_client_address(tmp_path: Path) -> None:
+    snap = _load(tmp_path, "        - {name: ip, key: clientAddress, requests: 1, per: 1m}\n")
+    lim = Runtime(LocalLimiter(clock=Clock()))
+
+    def call(address: str) -> str:
+        view = RequestView(
+            method="GET",
+            raw_path="/x",
+            host="h",
+            headers={"x-api-key": ALICE},
+            source_address=lambda: address,
+        )
+        return evaluate(snap, view, "d", lim).reason
+
+    assert call("10.0.0.1") == "allowed"
+    assert call("10.0.0.1") == "rate_limited"
+    assert call("10.0.0.2") == "allowed"

@@ -19,6 +19,7 @@ from guardrail_authz.engine.ratelimit import CompiledLimit, LimitOutcome
 from guardrail_authz.engine.request import BadRequestError, RequestView
 from guardrail_authz.engine.runtime import Runtime
 from guardrail_authz.identity.jwt import JwtProvider, TokenError
+from guardrail_authz.policy.matchers import claim_text
 from guardrail_authz.policy.snapshot import CompiledRoute, CompiledRule, PolicySnapshot
 
 log = logging.getLogger(__name__)
@@ -304,6 +305,10 @@ def _limit_key(limit: CompiledLimit, caller: _Caller, view: RequestView) -> str:
         return hashlib.sha256(caller.key.encode()).hexdigest() if caller.key else ""
     if kind == "header":
         return view.headers.get(limit.header or "") or ""
+    if kind == "claim":
+        return claim_text(caller.claims, tuple((limit.header or "").split("."))) or ""
+    if kind == "clientAddress":
+        return view.source_address
     return ""  # global: one bucket for every caller of the route
 
 
@@ -344,6 +349,12 @@ def _allow(
             identity = (PRINCIPAL_HEADER, ROLES_HEADER)
     sets.append((DECISION_ID_HEADER, did, "overwrite"))
     remove = d.upstream_headers_remove
+    for path, header in m.claim_headers:
+        text = claim_text(caller.claims, path)
+        if text is not None:
+            sets.append((header, text, "overwrite"))
+        elif header in view.headers:
+            remove.append(header)  # no such claim: the client's own value must not pass
     ours = m.set_names
     remove.extend(h for h in m.remove_headers if h not in ours and h not in identity)
     _strip_inbound(remove, route, view, ours, identity)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from cachetools import TLRUCache
 
 MAX_BUCKETS = 100_000
-KEY_KINDS = ("principal", "sourcePrincipal", "apiKey", "header", "global")
+KEY_KINDS = ("principal", "sourcePrincipal", "apiKey", "clientAddress", "header", "claim", "global")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class CompiledLimit:
 
     name: str
     key: str  # one of KEY_KINDS
-    header: str | None  # the header whose value is the key, for key "header"
+    header: str | None  # the header (key "header") or the dotted claim (key "claim")
     requests: int
     period: float
     burst: int

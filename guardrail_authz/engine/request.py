@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -23,6 +23,7 @@ class RequestView:
     """What evaluation may look at; path segments and query are decoded on first use."""
 
     __slots__ = (
+        "_address",
         "_query",
         "_segments",
         "body",
@@ -48,6 +49,7 @@ class RequestView:
         body: bytes = b"",
         request_id: str = "",
         guardrail_names: tuple[str, ...] | None = None,
+        source_address: str | Callable[[], str] = "",
     ) -> None:
         self.method = method.upper()
         self.raw_path = raw_path
@@ -60,6 +62,7 @@ class RequestView:
         # The header names starting with x-guardrail-, when the builder already knows them
         # (None: evaluation scans every name for spoofed guardrail headers itself).
         self.guardrail_names = guardrail_names
+        self._address = source_address  # a function: read only when a limit needs it
         self._segments: list[str] | None = None
         self._query: dict[str, str] | None = None
 
@@ -76,8 +79,17 @@ class RequestView:
             headers=headers,
             port=int(data.get("destination_port") or 0),
             source_principal=str(data.get("source_principal") or ""),
+            source_address=str(data.get("source_address") or ""),
             body=body.encode() if isinstance(body, str) else bytes(body),
         )
+
+    @property
+    def source_address(self) -> str:
+        """The downstream peer's IP address as Envoy saw it ("" when unknown)."""
+        address = self._address
+        if not isinstance(address, str):
+            address = self._address = address()
+        return address
 
     def header(self, name: str) -> str | None:
         """A header value by lower-case name, or None."""

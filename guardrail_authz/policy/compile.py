@@ -231,6 +231,7 @@ def _compile_route(
         oa.query_set,
         oa.query_remove,
         oa.propagate_identity,
+        tuple((tuple(claim.split(".")), header) for claim, header in oa.claim_headers),
     )
     _check_guardrail_headers(route, sink)
     return CompiledRoute(

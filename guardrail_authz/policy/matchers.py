@@ -101,14 +101,12 @@ class ClaimCondition:
 
     def holds(self, claims: Mapping[str, Any] | None) -> bool:
         """False without claims (no JWT) or without the claim; lists hold when one item does."""
-        value: Any = claims
-        for part in self.path:
-            if not isinstance(value, Mapping) or part not in value:
-                return False
-            value = value[part]
+        value = claim_value(claims, self.path)
+        if value is None:
+            return False
         op = self.op
         if op == "present":
-            return value is not None
+            return True
         if op in ("gt", "gte", "lt", "lte"):
             return _compare(op, value, self.number)
         if op == "contains":
@@ -126,6 +124,30 @@ class ClaimCondition:
         if self.op == "prefix":
             return actual.startswith(self.text)
         return self.regex is not None and self.regex.fullmatch(actual) is not None
+
+
+def claim_value(claims: Mapping[str, Any] | None, path: tuple[str, ...]) -> Any:
+    """The claim at a dotted path (('org', 'id') for org.id), or None."""
+    value: Any = claims
+    for part in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def claim_text(claims: Mapping[str, Any] | None, path: tuple[str, ...]) -> str | None:
+    """A claim as header-safe text (lists joined with ','), or None when absent, not a
+    scalar or list of scalars, or holding control characters."""
+    value = claim_value(claims, path)
+    items = value if isinstance(value, list) else [value]
+    texts = [_as_text(v) for v in items]
+    if not texts or any(t is None for t in texts):
+        return None
+    text = ",".join(t for t in texts if t is not None)
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        return None
+    return text
 
 
 def _as_text(value: Any) -> str | None:

@@ -38,7 +38,7 @@ _REASON = re.compile(r"^[a-z0-9_.:-]{1,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_LIMIT_KEYS = ("principal", "sourcePrincipal", "apiKey", "global")
+_LIMIT_KEYS = ("principal", "sourcePrincipal", "apiKey", "clientAddress", "global")
 _HEADER_MODES = {"overwrite": "overwrite", "append": "append", "ifAbsent": "if_absent"}
 
 
@@ -239,8 +239,13 @@ def _rate_limit(r: Reader) -> RateLimit:
         if not _HEADER.match(header):
             r.error("key", "ratelimit.key", f"{header!r} is not a valid header name")
         key = "header"
+    elif key.startswith("claim:"):
+        header = key.removeprefix("claim:")  # the claim's (dotted) name
+        if not header:
+            r.error("key", "ratelimit.key", "claim: needs a claim name")
+        key = "claim"
     elif key not in _LIMIT_KEYS:
-        kinds = ", ".join((*_LIMIT_KEYS, "header:<name>"))
+        kinds = ", ".join((*_LIMIT_KEYS, "header:<name>", "claim:<name>"))
         r.error("key", "ratelimit.key", f"must be one of {kinds}, got {key!r}")
     requests = r.integer("requests", required=True, lo=1, hi=1_000_000_000) or 1
     period = _duration(r, "per", "ratelimit.period", 0.001, 86_400.0)
@@ -380,7 +385,9 @@ def _conditions(r: Reader, key: str, *, header: bool) -> tuple[Condition, ...]:
 
 
 def _on_allow(r: Reader) -> OnAllow:
-    r.only("requestHeaders", "responseHeaders", "queryParameters", "propagateIdentity")
+    r.only(
+        "requestHeaders", "responseHeaders", "queryParameters", "propagateIdentity", "claimHeaders"
+    )
     req = r.mapping("requestHeaders")
     resp = r.mapping("responseHeaders")
     query = r.mapping("queryParameters")
@@ -406,7 +413,16 @@ def _on_allow(r: Reader) -> OnAllow:
                 q_set.append((name, value))
         q_remove = query.text_list("remove")
     propagate = r.flag("propagateIdentity", default=True)
-    return OnAllow(set_h, remove_h, resp_h, tuple(q_set), q_remove, bool(propagate))
+    claims: list[tuple[str, str]] = []
+    for item, path, line in r.items("claimHeaders"):
+        c = r.sub(item, path, line)
+        c.only("claim", "header")
+        claim, header = c.text("claim", required=True), c.text("header", required=True)
+        if header is not None and not _HEADER.match(header.lower()):
+            c.error("header", "field.header", f"{header!r} is not a valid header name")
+        elif claim is not None and header is not None:
+            claims.append((claim, header.lower()))
+    return OnAllow(set_h, remove_h, resp_h, tuple(q_set), q_remove, bool(propagate), tuple(claims))
 
 
 def _header_sets(r: Reader, key: str) -> tuple[HeaderSet, ...]:

@@ -80,6 +80,7 @@ class Mutations:
     query_set: tuple[tuple[str, str], ...] = ()
     query_remove: tuple[str, ...] = ()
     propagate_identity: bool = True
+    claim_headers: tuple[tuple[tuple[str, ...], str], ...] = ()  # (claim path, header)
     # Derived once: overwrite-mode sets need no look at the request; the rest do.
     static_sets: tuple[tuple[str, str, str], ...] = field(init=False)
     dynamic_sets: tuple[tuple[str, str, str], ...] = field(init=False)
@@ -91,7 +92,8 @@ class Mutations:
         object.__setattr__(
             self, "dynamic_sets", tuple(h for h in self.set_headers if h[2] != "overwrite")
         )
-        object.__setattr__(self, "set_names", frozenset(h[0] for h in self.set_headers))
+        names = {h[0] for h in self.set_headers} | {h for _, h in self.claim_headers}
+        object.__setattr__(self, "set_names", frozenset(names))
 
 
 @dataclass(frozen=True, slots=True)

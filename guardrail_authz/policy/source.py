@@ -97,6 +97,7 @@ class OnAllow:
     query_set: tuple[tuple[str, str], ...] = ()
     query_remove: tuple[str, ...] = ()
     propagate_identity: bool = True
+    claim_headers: tuple[tuple[str, str], ...] = ()  # (claim name, upstream header)
 
 
 @dataclass(frozen=True, slots=True)

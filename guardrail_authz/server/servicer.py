@@ -80,6 +80,7 @@ def view_from_check(req: CheckRequest, payload: bytes | None = None) -> RequestV
         body=body,
         request_id=http.id or headers.get("x-request-id", ""),
         guardrail_names=guardrail_names,
+        source_address=lambda: attrs.source.address.socket_address.address,
     )
 
 
