@@ -16,6 +16,7 @@ from guardrail_authz.engine.decision import Decision, DecisionIds
 from guardrail_authz.engine.evaluate import evaluate
 from guardrail_authz.engine.request import RequestView
 from guardrail_authz.policy.compile import load_directory
+from guardrail_authz.policy.errors import PolicyLoadError
 from guardrail_authz.policy.matchers import CompiledCondition
 from guardrail_authz.policy.pathtrie import ANY_METHOD
 from guardrail_authz.policy.snapshot import CompiledRoute, PolicySnapshot, RouteIndex
@@ -415,3 +416,34 @@ def _route(snapshot: PolicySnapshot) -> CompiledRoute:
     route = snapshot.index.lookup("h", 0, ["x"], "GET")
     assert route is not None
     return route
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (", expires: 2000-01-01T00:00:00Z", "api_key_expired"),
+        (", expires: '2999-01-01T00:00:00+02:00'", "allowed"),
+        (", revoked: true", "api_key_revoked"),
+        (", revoked: false, expires: 2999-12-31T23:59:59Z", "allowed"),
+    ],
+)
+def test_key_expiry_and_revocation(tmp_path: Path, extra: str, reason: str) -> None:
+    text = _policy().replace(
+        "principal: alice, roles: [staff]}", f"principal: alice, roles: [staff]{extra}}}"
+    )
+    snapshot = _load(tmp_path, text)
+    for _ in range(2):  # remembered keys are checked again
+        d = evaluate(snapshot, _view(**ALICE), "d")
+        assert d.reason == reason
+    if reason != "allowed":
+        assert d.status == 401
+
+
+@pytest.mark.parametrize("value", ["tomorrow", "2027-01-01T00:00:00", "2027-01-01"])
+def test_key_expiry_needs_a_zoned_date_time(tmp_path: Path, value: str) -> None:
+    text = _policy().replace(
+        "principal: alice, roles: [staff]}", f"principal: alice, expires: {value}}}"
+    )
+    with pytest.raises(PolicyLoadError) as info:
+        _load(tmp_path, text)
+    assert [e.code for e in info.value.errors] == ["apikey.expires"]

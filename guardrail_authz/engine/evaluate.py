@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 
 from guardrail_authz.engine.decision import (
     DECISION_ID_HEADER,
@@ -20,7 +21,7 @@ from guardrail_authz.engine.request import BadRequestError, RequestView
 from guardrail_authz.engine.runtime import Runtime
 from guardrail_authz.identity.jwt import JwtProvider, TokenError
 from guardrail_authz.policy.matchers import claim_text
-from guardrail_authz.policy.snapshot import CompiledRoute, CompiledRule, PolicySnapshot
+from guardrail_authz.policy.snapshot import CompiledRoute, CompiledRule, KeyEntry, PolicySnapshot
 
 log = logging.getLogger(__name__)
 _NO_ROLES: frozenset[str] = frozenset()
@@ -125,6 +126,12 @@ def _decide(
                         "the API key is not valid",
                     )
                 policy.presented[key] = entry
+            if entry.revoked or entry.expires is not None:
+                refused = _refused_key(entry)
+                if refused is not None:
+                    return _deny(
+                        snapshot.version, did, route, 401, refused, "the API key is not valid"
+                    )
             caller.principal, caller.roles = entry.principal, entry.roles
             caller.roles_header = entry.roles_header
             caller.key = key
@@ -171,6 +178,14 @@ def _decide(
         "no rule allows this caller to do this action",
         caller.principal,
     )
+
+
+def _refused_key(entry: KeyEntry) -> str | None:
+    if entry.revoked:
+        return "api_key_revoked"
+    if entry.expires is not None and time.time() >= entry.expires:
+        return "api_key_expired"
+    return None
 
 
 def _bearer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from guardrail_authz.identity.jwt import ALGORITHMS, DEFAULT_ALGORITHMS
@@ -202,16 +203,34 @@ def _keys(r: Reader) -> tuple[ApiKey, ...]:
         k = r.sub(item, path, line)
         if not k.ok:
             continue
-        k.only("sha256", "principal", "roles", "description")
+        k.only("sha256", "principal", "roles", "description", "expires", "revoked")
         digest = (k.text("sha256", required=True) or "").lower()
         if digest and not _SHA256.match(digest):
             k.error("sha256", "apikey.hash", "must be 64 hex characters (the SHA-256 of the key)")
             digest = ""
         principal = k.text("principal", required=True)
         roles = k.text_list("roles")
+        expires = _timestamp(k, "expires")
+        revoked = bool(k.flag("revoked"))
         if digest and principal:
-            out.append(ApiKey(digest, principal, roles, k.where()))
+            out.append(ApiKey(digest, principal, roles, k.where(), expires, revoked))
     return tuple(out)
+
+
+def _timestamp(r: Reader, key: str) -> float | None:
+    """An RFC 3339 date-time with a zone (2027-01-31T00:00:00Z) as Unix time, or None."""
+    value = r.data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        r.error(key, "apikey.expires", "must be a date-time with a zone, e.g. 2027-01-31T00:00:00Z")
+        return None
+    return value.timestamp()
 
 
 def _route(r: Reader) -> Route:

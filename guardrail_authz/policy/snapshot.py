@@ -22,6 +22,8 @@ class KeyEntry:
 
     principal: str
     roles: frozenset[str]
+    expires: float | None = None  # Unix time after which the key is refused
+    revoked: bool = False
     roles_header: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -147,6 +147,8 @@ class ApiKey:
     principal: str
     roles: tuple[str, ...]
     where: Where
+    expires: float | None = None  # Unix time after which the key is refused
+    revoked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
