@@ -176,7 +176,7 @@ def _resolve_keys(policy: Policy, sets: dict[str, ApiKeySet], sink: ErrorSink) -
     for key in all_keys:
         entry = KeyEntry(key.principal, frozenset(key.roles), key.expires, key.revoked)
         if entries.get(key.sha256, entry) != entry:
-            msg = "the same key hash has two different principals, role sets, expiries or revocations"
+            msg = "the same key hash with another principal, role set, expiry or revocation"
             sink.add("apikey.conflict", msg, key.where.file, key.where.line, key.where.field)
         entries[key.sha256] = entry
     cfg = policy.api_keys
