@@ -20,11 +20,13 @@ from guardrail_authz.engine.ratelimit import CompiledLimit, LimitOutcome
 from guardrail_authz.engine.request import BadRequestError, RequestView
 from guardrail_authz.engine.runtime import Runtime
 from guardrail_authz.identity.jwt import JwtProvider, TokenError
+from guardrail_authz.identity.xfcc import client_uri
 from guardrail_authz.policy.matchers import claim_text
 from guardrail_authz.policy.snapshot import CompiledRoute, CompiledRule, KeyEntry, PolicySnapshot
 
 log = logging.getLogger(__name__)
 _NO_ROLES: frozenset[str] = frozenset()
+XFCC_HEADER = "x-forwarded-client-cert"
 _OFFLINE = Runtime()  # no rate limits; JWTs checked against inline JWKS only
 _ERRORS = {
     400: "bad_request",
@@ -106,8 +108,13 @@ def _decide(
     route: CompiledRoute,
     runtime: Runtime,
 ) -> Decision:
-    caller = _Caller(None, _NO_ROLES, "", view.source_principal or None)
     policy = route.policy
+    source = view.source_principal or None
+    if policy.xfcc_trusted is not None and policy.xfcc_trusted.matches(source):
+        forwarded = view.headers.get(XFCC_HEADER)
+        if forwarded is not None:  # the trusted proxy speaks for its client
+            source = client_uri(forwarded)
+    caller = _Caller(None, _NO_ROLES, "", source)
     if route.uses_identity:
         for header in policy.key_headers:
             key = view.headers.get(header)
@@ -315,7 +322,7 @@ def _limit_key(limit: CompiledLimit, caller: _Caller, view: RequestView) -> str:
     if kind == "principal":
         return caller.principal or ""
     if kind == "sourcePrincipal":
-        return view.source_principal
+        return caller.source or ""
     if kind == "apiKey":  # by the key's hash: the key itself is never kept for this
         return hashlib.sha256(caller.key.encode()).hexdigest() if caller.key else ""
     if kind == "header":

@@ -188,6 +188,7 @@ def _resolve_keys(policy: Policy, sets: dict[str, ApiKeySet], sink: ErrorSink) -
         cfg.strip,
         entries,
         jwt=_compile_jwt(policy.jwt, sink) if policy.jwt else None,
+        xfcc_trusted=GlobSet.build(policy.xfcc_trusted) if policy.xfcc_trusted else None,
     )
 
 

@@ -76,7 +76,7 @@ def parse_document(doc: Any, file: str, line: int, sink: ErrorSink) -> Policy | 
 
 
 def _policy(spec: Reader, name: str, version: str, doc: Reader) -> Policy:
-    spec.only("hosts", "ports", "failMode", "apiKeys", "jwt", "routes")
+    spec.only("hosts", "ports", "failMode", "apiKeys", "jwt", "mtls", "routes")
     hosts = _hosts(spec, "hosts") or ("*",)
     ports = _ports(spec, "ports")
     fail_mode = spec.choice("failMode", ("closed", "open"), "closed")
@@ -87,7 +87,20 @@ def _policy(spec: Reader, name: str, version: str, doc: Reader) -> Policy:
     )
     j = spec.mapping("jwt")
     jwt = _jwt(j) if j else None
-    return Policy(name, version, hosts, ports or (), fail_mode, api_keys, routes, doc.where(), jwt)
+    trusted: tuple[str, ...] = ()
+    mtls = spec.mapping("mtls")
+    if mtls is not None:
+        mtls.only("forwardedClientCert")
+        fcc = mtls.mapping("forwardedClientCert")
+        if fcc is not None:
+            fcc.only("trustedProxies")
+            trusted = fcc.text_list("trustedProxies")
+            if not trusted:
+                fcc.error(None, "mtls.trusted", "name at least one trusted proxy identity")
+    return Policy(
+        name, version, hosts, ports or (), fail_mode, api_keys, routes, doc.where(), jwt,
+        trusted,
+    )  # fmt: skip
 
 
 _BEARER = (TokenFrom("authorization", "Bearer ", None),)

@@ -44,6 +44,7 @@ class CompiledPolicy:
     # Only valid keys enter it: its size is bounded by `keys`, whatever callers send.
     presented: dict[str, KeyEntry] = field(default_factory=dict, compare=False, repr=False)
     jwt: JwtProvider | None = None
+    xfcc_trusted: GlobSet | None = None  # peers whose x-forwarded-client-cert is believed
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,6 +203,7 @@ class Policy:
     routes: tuple[Route, ...]
     where: Where
     jwt: JwtConfig | None = None
+    xfcc_trusted: tuple[str, ...] = ()  # peers whose x-forwarded-client-cert is believed
 
 
 @dataclass(frozen=True, slots=True)
