@@ -22,11 +22,18 @@ EXIT_USAGE = 2
 EXIT_DENIED = 3
 
 
+_KEYS_HELP = (
+    "an ApiKeySet file, or a directory of them, kept apart from the policies (e.g. a mounted "
+    "Secret); reloaded live; repeatable"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="guardrail-authz", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the ext_authz gRPC server")
     s.add_argument("--policies", type=Path, required=True, help="policy directory (ConfigMap)")
+    s.add_argument("--keys", type=Path, action="append", default=[], help=_KEYS_HELP)
     s.add_argument("--grpc", default="127.0.0.1:9191", help="gRPC listen HOST:PORT")
     s.add_argument("--http", default="127.0.0.1:9192", help="ops HTTP listen HOST:PORT")
     s.add_argument("--audit-log", type=Path, help="append audit JSON lines here (default stdout)")
@@ -48,8 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     v = sub.add_parser("validate", help="check a policy directory; print every error")
     v.add_argument("directory", type=Path)
+    v.add_argument("--keys", type=Path, action="append", default=[], help=_KEYS_HELP)
     e = sub.add_parser("eval", help="decide one request offline and print the decision as JSON")
     e.add_argument("--policies", type=Path, required=True)
+    e.add_argument("--keys", type=Path, action="append", default=[], help=_KEYS_HELP)
     e.add_argument("--request", required=True, help="request JSON file, or - for stdin")
     t = sub.add_parser("demo-token", help="mint a token of the local stack's demo issuer")
     t.add_argument("--sub", required=True, help="the subject (becomes the principal)")
@@ -62,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
     if args.command == "validate":
-        return _validate(args.directory)
+        return _validate(args.directory, args.keys)
     if args.command == "eval":
-        return _eval(args.policies, args.request)
+        return _eval(args.policies, args.request, args.keys)
     if args.command == "demo-token":
         from guardrail_authz.demo.idp import mint  # noqa: PLC0415 - only this command needs it
 
@@ -73,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     return _serve(args)
 
 
-def _validate(directory: Path) -> int:
+def _validate(directory: Path, keys: list[Path]) -> int:
     try:
-        snap = load_directory(directory)
+        snap = load_directory(directory, keys)
     except PolicyLoadError as exc:
         print(exc.render())  # noqa: T201
         print(f"{len(exc.errors) + exc.dropped} error(s) in {directory}", file=sys.stderr)  # noqa: T201
@@ -86,7 +95,7 @@ def _validate(directory: Path) -> int:
     return EXIT_OK
 
 
-def _eval(directory: Path, request: str) -> int:
+def _eval(directory: Path, request: str, keys: list[Path]) -> int:
     try:
         raw = sys.stdin.read() if request == "-" else Path(request).read_text(encoding="utf-8")
         data: Any = json.loads(raw)
@@ -98,7 +107,7 @@ def _eval(directory: Path, request: str) -> int:
         print(f"error: request {request} must be a JSON object", file=sys.stderr)  # noqa: T201
         return EXIT_ERROR
     try:
-        snap = load_directory(directory)
+        snap = load_directory(directory, keys)
     except PolicyLoadError as exc:
         print(exc.render(), file=sys.stderr)  # noqa: T201
         return EXIT_ERROR
@@ -120,6 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
         grace_seconds=args.grace,
         redis_url=args.redis,
         redis_fail_open=args.redis_failure == "open",
+        keys=tuple(args.keys),
     )
     try:
         asyncio.run(serve(config))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -70,8 +70,17 @@ def policy_files(directory: Path) -> list[Path]:
     )
 
 
-def load_directory(directory: Path) -> PolicySnapshot:
-    """Load, validate and compile every policy file of a directory, or raise PolicyLoadError."""
+def key_files(paths: Sequence[Path]) -> list[Path]:
+    """The files of `--keys` paths: a file as given, or a directory's policy files."""
+    out: list[Path] = []
+    for path in paths:
+        out.extend(policy_files(path) if path.is_dir() else [path])
+    return out
+
+
+def load_directory(directory: Path, keys: Sequence[Path] = ()) -> PolicySnapshot:
+    """Load, validate and compile every policy file of a directory, plus the ApiKeySet files
+    of `keys` (kept apart from policies, e.g. a Secret), or raise PolicyLoadError."""
     sink = ErrorSink()
     stages = _Stages()
     if not directory.is_dir():
@@ -81,19 +90,29 @@ def load_directory(directory: Path) -> PolicySnapshot:
     digest = hashlib.sha256()
     with stages.stage("parse"):
         files = policy_files(directory)
-        for path in files:
-            text = read_text(path, path.name, sink)
+        sources = [(path, path.name, False) for path in files]
+        present = [key for key in keys if key.exists()]
+        for key in keys:
+            if key not in present:
+                sink.add("keys.missing", "API key path does not exist", str(key))
+        sources += [(path, str(path), True) for path in key_files(present)]
+        for path, name, keys_only in sources:
+            text = read_text(path, name, sink)
             if text is None:
                 continue
-            digest.update(path.name.encode() + b"\0" + text.encode() + b"\0")
-            for doc, line in load_documents(text, path.name, sink):
-                parsed = parse_document(doc, path.name, line, sink)
-                if parsed is not None:
+            digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+            for doc, line in load_documents(text, name, sink):
+                parsed = parse_document(doc, name, line, sink)
+                if keys_only and isinstance(parsed, Policy):
+                    msg = "only ApiKeySet documents may come from --keys"
+                    sink.add("keys.kind", msg, name, line, "kind")
+                elif parsed is not None:
                     docs.append(parsed)
     policies = [d for d in docs if isinstance(d, Policy)]
     if not policies and not sink:
         sink.add("dir.empty", "no GuardrailPolicy found (*.yaml or *.yml files)", str(directory))
-    return compile_policies(docs, digest.hexdigest()[:12], [p.name for p in files], sink, stages)
+    names = [name for _, name, _ in sources]
+    return compile_policies(docs, digest.hexdigest()[:12], names, sink, stages)
 
 
 def compile_policies(

@@ -44,6 +44,7 @@ class ServeConfig:
     grace_seconds: float = 10.0
     redis_url: str | None = None  # rate limits shared through this Redis, else in-process
     redis_fail_open: bool = True
+    keys: tuple[Path, ...] = ()  # ApiKeySet files/directories apart from the policies
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -60,7 +61,7 @@ class App:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.holder = SnapshotHolder(config.policies, self.metrics)
+        self.holder = SnapshotHolder(config.policies, self.metrics, config.keys)
         self.audit = AuditLog(config.audit_log)
         self.jwks = JwksCache()
         verifier = Verifier(self.jwks.lookup)

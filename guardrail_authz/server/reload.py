@@ -6,10 +6,11 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from guardrail_authz.policy.compile import POLICY_SUFFIXES, load_directory
+from guardrail_authz.policy.compile import POLICY_SUFFIXES, key_files, load_directory
 from guardrail_authz.policy.errors import PolicyLoadError
 from guardrail_authz.policy.snapshot import PolicySnapshot
 from guardrail_authz.server.metrics import Metrics
@@ -29,8 +30,9 @@ class LoadFailure:
 class SnapshotHolder:
     """Holds the live snapshot; readers take one reference per request, reload swaps it."""
 
-    def __init__(self, directory: Path, metrics: Metrics) -> None:
+    def __init__(self, directory: Path, metrics: Metrics, keys: Sequence[Path] = ()) -> None:
         self.directory = directory
+        self.keys = tuple(keys)  # ApiKeySet files or directories kept apart (--keys)
         self.metrics = metrics
         self.snapshot: PolicySnapshot | None = None
         self.last_failure: LoadFailure | None = None
@@ -52,13 +54,19 @@ class SnapshotHolder:
                     entries.append((e.name, st.st_ino, st.st_size, st.st_mtime_ns))
         except OSError:
             return ()
+        for path in key_files(self.keys):  # a path missing now is watched until it appears
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            entries.append((str(path), st.st_ino, st.st_size, st.st_mtime_ns))
         return tuple(sorted(entries))
 
     def load(self) -> bool:
         """Compile the directory now; swap in the result or keep the last good snapshot."""
         fingerprint = self.fingerprint()
         try:
-            snapshot = load_directory(self.directory)
+            snapshot = load_directory(self.directory, self.keys)
         except PolicyLoadError as exc:
             self._fingerprint = fingerprint
             self.last_failure = LoadFailure(time.time(), tuple(str(e) for e in exc.errors))
