@@ -25,6 +25,8 @@ from guardrail_authz.identity.jwt import TokenError, Verifier
 from guardrail_authz.policy.compile import load_directory
 from guardrail_authz.policy.errors import PolicyLoadError
 from guardrail_authz.policy.snapshot import PolicySnapshot
+from guardrail_authz.server.metrics import Metrics
+from guardrail_authz.server.reload import SnapshotHolder
 from tests.jwtkit import AUDIENCE, Idp, SigningKey, make_key, serve_idp
 
 POLICY = """\
@@ -465,3 +467,36 @@ def test_claims_to_upstream_headers_and_limits_by_claim(
     injected = call(email="evil\r\nx-injected: 1", org={"id": 8})
     assert sorted(injected.upstream_headers_remove) == ["authorization", "x-user-email"]
     assert "x-user-email" not in {n for n, _, _ in injected.upstream_headers_set}
+
+
+def test_jwks_from_a_file_is_watched(tmp_path: Path, idp: Idp, keys: dict[str, SigningKey]) -> None:
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [keys["EdDSA"].jwk]}))
+    snapshot_dir = tmp_path
+    text = POLICY.replace("ISSUER", idp.issuer).replace("AUDIENCE", AUDIENCE)
+    (snapshot_dir / "p.yaml").write_text(text.replace("JWKS\n", "    jwks: {file: jwks.json}\n"))
+    holder = SnapshotHolder(snapshot_dir, Metrics())
+    assert holder.load()
+    assert holder.snapshot is not None
+    assert holder.snapshot.watched == (tmp_path / "jwks.json",)
+    token = keys["EdDSA"].sign(idp.claims(sub="filed"))
+    view = RequestView(
+        method="GET", raw_path="/profile", host="h", headers={"authorization": f"Bearer {token}"}
+    )
+    assert evaluate(holder.snapshot, view, "d").principal == "filed"
+    assert holder.changed()  # newly watched files: one more load takes their fingerprint
+    assert holder.load()
+    assert not holder.changed()
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [keys["ES256"].jwk]}))
+    assert holder.changed()  # a key rotation in the file reloads like a policy edit
+    assert holder.load()
+    assert evaluate(holder.snapshot, view, "d").reason == "token_unknown_key"
+
+
+@pytest.mark.parametrize("content", [None, "not json", '{"keys": 3}'])
+def test_unreadable_jwks_files(tmp_path: Path, idp: Idp, content: str | None) -> None:
+    if content is not None:
+        (tmp_path / "jwks.json").write_text(content)
+    with pytest.raises(PolicyLoadError) as info:
+        _snapshot(tmp_path, idp, "    jwks: {file: jwks.json}\n")
+    [e] = info.value.errors
+    assert (e.code, e.file, e.line, e.field) == ("jwt.jwks", "p.yaml", 8, "spec.jwt.jwks.file")

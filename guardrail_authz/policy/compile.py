@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from guardrail_authz.engine.ratelimit import CompiledLimit
 from guardrail_authz.identity.jwt import JwtProvider, TokenSource, key_set
@@ -108,11 +110,45 @@ def load_directory(directory: Path, keys: Sequence[Path] = ()) -> PolicySnapshot
                     sink.add("keys.kind", msg, name, line, "kind")
                 elif parsed is not None:
                     docs.append(parsed)
+        watched: list[Path] = []
+        docs = [_read_jwks_file(d, directory, digest, watched, sink) for d in docs]
     policies = [d for d in docs if isinstance(d, Policy)]
     if not policies and not sink:
         sink.add("dir.empty", "no GuardrailPolicy found (*.yaml or *.yml files)", str(directory))
-    names = [name for _, name, _ in sources]
-    return compile_policies(docs, digest.hexdigest()[:12], names, sink, stages)
+    names = [name for _, name, _ in sources] + [str(p) for p in watched]
+    snapshot = compile_policies(docs, digest.hexdigest()[:12], names, sink, stages)
+    return replace(snapshot, watched=tuple(watched))
+
+
+def _read_jwks_file(
+    doc: Policy | ApiKeySet,
+    directory: Path,
+    digest: Any,
+    watched: list[Path],
+    sink: ErrorSink,
+) -> Policy | ApiKeySet:
+    """A policy whose JWKS is a file gets its keys inline; the file joins the watched ones."""
+    if not isinstance(doc, Policy) or doc.jwt is None or doc.jwt.jwks_file is None:
+        return doc
+    cfg, w, name = doc.jwt, doc.jwt.keys_where, doc.jwt.jwks_file
+    path = directory / name  # an absolute path stays absolute
+    text = read_text(path, str(path), sink) if path.is_file() else None
+    if text is None:
+        sink.add("jwt.jwks", f"JWKS file {str(path)!r} cannot be read", w.file, w.line, w.field)
+        return doc  # already reported; compiling it finds no key source
+    digest.update(str(path).encode() + b"\0" + text.encode() + b"\0")
+    watched.append(path)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    keys = data.get("keys") if isinstance(data, dict) else None
+    if not isinstance(keys, list):
+        sink.add(
+            "jwt.jwks", f"{path}: not a JWKS (JSON with a 'keys' list)", w.file, w.line, w.field
+        )
+        return doc  # already reported; compiling it finds no key source
+    return replace(doc, jwt=replace(cfg, inline_keys=tuple(keys)))
 
 
 def compile_policies(

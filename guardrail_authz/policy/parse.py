@@ -126,28 +126,37 @@ def _jwt(r: Reader) -> JwtConfig:
             )
     leeway = _duration(r, "leeway", "jwt.leeway", 0.0, 300.0, default=0.0)
     jwks_uri, discovery, inline, refresh, keys_where = None, False, None, 300.0, r.where("jwks")
+    jwks_file: str | None = None
     j = r.mapping("jwks", required=True)
     if j is not None:
-        j.only("uri", "discovery", "keys", "refresh")
+        j.only("uri", "discovery", "keys", "file", "refresh")
         jwks_uri = j.text("uri")
         discovery = bool(j.flag("discovery"))
         listed = j.items("keys")
         inline = tuple(item for item, _, _ in listed) if "keys" in j.data else None
-        given = [k for k, v in (("uri", jwks_uri), ("discovery", discovery), ("keys", inline)) if v]
-        if len(given) != 1:
-            j.error(None, "jwt.jwks", "give exactly one of 'uri', 'discovery: true' or 'keys'")
+        jwks_file = j.text("file")
+        options = (
+            ("uri", jwks_uri),
+            ("discovery", discovery),
+            ("keys", inline),
+            ("file", jwks_file),
+        )
+        if len([k for k, v in options if v]) != 1:
+            j.error(
+                None, "jwt.jwks", "give exactly one of 'uri', 'discovery: true', 'keys', 'file'"
+            )
         if jwks_uri is not None and not jwks_uri.startswith(("http://", "https://")):
             j.error("uri", "jwt.jwks", f"{jwks_uri!r} must be an http or https URL")
         if discovery and not issuer.startswith(("http://", "https://")):
             j.error("discovery", "jwt.jwks", "discovery needs an http or https issuer URL")
         refresh = _duration(j, "refresh", "jwt.refresh", 10.0, 86_400.0, default=300.0)
-        keys_where = j.where("keys")
+        keys_where = j.where("file" if jwks_file else "keys")
     sources = tuple(_token_from(r.sub(item, p, ln)) for item, p, ln in r.items("from")) or _BEARER
     roles_claim = r.text("rolesClaim")
     strip = bool(r.flag("stripFromUpstream", default=True))
     return JwtConfig(
         issuer, audiences, algorithms, leeway, jwks_uri, discovery, inline, refresh, sources,
-        r.text("principalClaim") or "sub", roles_claim, strip, r.where(), keys_where,
+        r.text("principalClaim") or "sub", roles_claim, strip, r.where(), keys_where, jwks_file,
     )  # fmt: skip
 
 

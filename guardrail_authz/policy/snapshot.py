@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from guardrail_authz.engine.ratelimit import CompiledLimit
 from guardrail_authz.identity.jwt import JwtProvider
@@ -162,3 +163,4 @@ class PolicySnapshot:
     files: tuple[str, ...]
     stage_seconds: Mapping[str, float]
     jwt_providers: tuple[JwtProvider, ...] = ()  # whose remote JWKS the server fetches
+    watched: tuple[Path, ...] = ()  # files outside the directory listing (JWKS files)

@@ -188,6 +188,7 @@ class JwtConfig:
     strip: bool
     where: Where
     keys_where: Where
+    jwks_file: str | None = None  # a JWKS JSON file, relative to the policy directory
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,8 @@ class SnapshotHolder:
                     entries.append((e.name, st.st_ino, st.st_size, st.st_mtime_ns))
         except OSError:
             return ()
-        for path in key_files(self.keys):  # a path missing now is watched until it appears
+        watched = self.snapshot.watched if self.snapshot is not None else ()
+        for path in [*key_files(self.keys), *watched]:  # missing ones: watched until they appear
             try:
                 st = path.stat()
             except OSError:
@@ -85,7 +86,10 @@ class SnapshotHolder:
         self._fingerprint = fingerprint
         self.last_failure = None
         if self.snapshot is None or snapshot.version != self.snapshot.version:
+            watched = self.snapshot.watched if self.snapshot is not None else ()
             self.snapshot = snapshot  # the atomic swap: one reference assignment
+            if snapshot.watched != watched:
+                self._fingerprint = None  # watch the new files: one more load settles it
             self.loaded_at = time.time()
             # The snapshot lives until the next swap: keep its (possibly millions of) objects
             # out of every garbage-collector pass, whose full passes would otherwise walk them
