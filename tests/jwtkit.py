@@ -15,6 +15,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from guardrail_authz.demo.idp import send_json
+
 ISSUER_PATH = "/idp"
 AUDIENCE = "guardrail-test"
 
@@ -103,11 +105,7 @@ def serve_idp(keys: list[SigningKey]) -> Iterator[Idp]:
             else:
                 self.send_error(404)
                 return
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

@@ -54,6 +54,15 @@ def mint(sub: str, scope: str | None = None, ttl: int = 300, now: float | None =
     return jwt.encode(claims, private_key(), algorithm="EdDSA", headers={"kid": KID})
 
 
+def send_json(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    """Answer 200 with a JSON body."""
+    handler.send_response(200)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def serve(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     """An HTTP server answering GET /jwks.json (call serve_forever on it)."""
     body = json.dumps(jwks()).encode()
@@ -63,11 +72,7 @@ def serve(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
             if self.path != JWKS_PATH:
                 self.send_error(404)
                 return
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
