@@ -47,11 +47,14 @@ def test_deployment_matches_server_flags() -> None:
     assert args.http.endswith(f":{ports['ops']}")
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ops"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "ops"}
-    (mount,) = container["volumeMounts"]
-    assert Path(mount["mountPath"]) == args.policies
-    assert mount["readOnly"] is True
-    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
-    assert volume["configMap"]["name"] == _by_kind("ConfigMap")["metadata"]["name"]
+    mounts = {Path(m["mountPath"]): m for m in container["volumeMounts"]}
+    assert all(m["readOnly"] is True for m in mounts.values())
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    policies = volumes[mounts[args.policies]["name"]]
+    assert policies["configMap"]["name"] == _by_kind("ConfigMap")["metadata"]["name"]
+    (keys,) = args.keys
+    secret = volumes[mounts[keys]["name"]]["secret"]
+    assert secret["optional"] is True  # no Secret yet: the policies' own keys still work
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert set(container["resources"]["requests"]) == {"cpu", "memory"}
