@@ -100,6 +100,9 @@ def test_compose_file_agrees_with_flags() -> None:
     assert str(args.policies) == "/policies"
     assert args.grpc.endswith(f":{COMPOSE.authz_port}")
     assert "./envoy/compose.yaml:/etc/envoy/envoy.yaml:ro" in services["envoy"]["volumes"]
+    idp = services["demo-idp"]  # serves profile.yaml's JWKS URI from authz's own loopback
+    assert idp["network_mode"] == "service:guardrail-authz"
+    assert idp["entrypoint"][-2:] == ["--port", "8082"]
     assert "127.0.0.1:8080:8080" in services["envoy"]["ports"]
     assert services["upstream"]["entrypoint"][-1] == str(COMPOSE.upstream_port)
 
