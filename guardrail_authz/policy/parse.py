@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from guardrail_authz.engine.ratelimit import KEY_KINDS
 from guardrail_authz.identity.jwt import ALGORITHMS, DEFAULT_ALGORITHMS
 from guardrail_authz.policy.errors import ErrorSink
 from guardrail_authz.policy.matchers import CLAIM_OPS
@@ -39,7 +40,7 @@ _REASON = re.compile(r"^[a-z0-9_.:-]{1,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_LIMIT_KEYS = ("principal", "sourcePrincipal", "apiKey", "clientAddress", "global")
+_LIMIT_KEYS = tuple(k for k in KEY_KINDS if k not in ("header", "claim"))  # no ':<name>'
 _HEADER_MODES = {"overwrite": "overwrite", "append": "append", "ifAbsent": "if_absent"}
 
 
