@@ -25,9 +25,8 @@ class Clock:
         return self.now
 
 
-def _limit(
-    name: str = "l", requests: int = 5, period: float = 1.0, burst: int = 0
-) -> CompiledLimit:
+def limit(name: str = "l", requests: int = 5, period: float = 1.0, burst: int = 0) -> CompiledLimit:
+    """A principal-keyed limit (also used by the Redis tests)."""
     return CompiledLimit(name, "principal", None, requests, period, burst or requests, False)
 
 
@@ -37,7 +36,7 @@ def _limit(
 def test_burst_then_refusal_then_refill() -> None:
     clock = Clock()
     lim = LocalLimiter(clock=clock)
-    five = _limit(requests=5, period=1.0)
+    five = limit(requests=5, period=1.0)
     got = [lim.acquire("r", [(five, "alice")]).allowed for _ in range(6)]
     assert got == [True] * 5 + [False]
     refused = lim.acquire("r", [(five, "alice")])
@@ -51,7 +50,7 @@ def test_burst_then_refusal_then_refill() -> None:
 
 def test_keys_and_scopes_have_their_own_buckets() -> None:
     lim = LocalLimiter(clock=Clock())
-    one = _limit(requests=1, period=60)
+    one = limit(requests=1, period=60)
     assert lim.acquire("r", [(one, "alice")]).allowed
     assert not lim.acquire("r", [(one, "alice")]).allowed
     assert lim.acquire("r", [(one, "bob")]).allowed
@@ -60,7 +59,7 @@ def test_keys_and_scopes_have_their_own_buckets() -> None:
 
 def test_retry_after_is_the_wait_for_one_token_rounded_up() -> None:
     lim = LocalLimiter(clock=Clock())
-    slow = _limit(requests=10, period=60.0)  # a token every 6 s
+    slow = limit(requests=10, period=60.0)  # a token every 6 s
     for _ in range(10):
         assert lim.acquire("r", [(slow, "a")]).allowed
     refused = lim.acquire("r", [(slow, "a")])
@@ -71,7 +70,7 @@ def test_retry_after_is_the_wait_for_one_token_rounded_up() -> None:
 def test_a_call_refused_by_one_limit_costs_the_others_nothing() -> None:
     clock = Clock()
     lim = LocalLimiter(clock=clock)
-    tight, loose = _limit("tight", requests=1, period=60), _limit("loose", requests=3, period=60)
+    tight, loose = limit("tight", requests=1, period=60), limit("loose", requests=3, period=60)
     limits = [(loose, "a"), (tight, "a")]
     assert lim.acquire("r", limits).allowed
     for _ in range(5):
@@ -84,7 +83,7 @@ def test_a_call_refused_by_one_limit_costs_the_others_nothing() -> None:
 def test_memory_is_bounded_and_idle_buckets_expire() -> None:
     clock = Clock()
     lim = LocalLimiter(max_buckets=100, clock=clock)
-    one = _limit(requests=1, period=10)
+    one = limit(requests=1, period=10)
     for n in range(1000):
         lim.acquire("r", [(one, f"caller-{n}")])
     assert len(lim) == 100
@@ -96,7 +95,7 @@ def test_memory_is_bounded_and_idle_buckets_expire() -> None:
 def test_a_busy_bucket_never_expires_into_a_fresh_burst() -> None:
     clock = Clock()
     lim = LocalLimiter(clock=clock)
-    two = _limit(requests=2, period=1.0)  # refills fully in 1 s
+    two = limit(requests=2, period=1.0)  # refills fully in 1 s
     allowed = 0
     for _ in range(400):  # 4 s of calls every 10 ms: 2 per second + the first burst of 2
         allowed += lim.acquire("r", [(two, "a")]).allowed
@@ -105,10 +104,10 @@ def test_a_busy_bucket_never_expires_into_a_fresh_burst() -> None:
 
 
 def test_limits_render_their_policy_item() -> None:
-    assert _limit("per-principal", requests=100, period=0.5).policy_item == (
+    assert limit("per-principal", requests=100, period=0.5).policy_item == (
         '"per-principal";q=100;w=0.5'
     )
-    assert _limit(requests=3, period=1, burst=6).refill == 2.0
+    assert limit(requests=3, period=1, burst=6).refill == 2.0
 
 
 # --- policy syntax ---

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from guardrail_authz.engine.ratelimit import CompiledLimit
 from guardrail_authz.engine.redislimit import RedisLimiter
 from guardrail_authz.wire.envoy.service.auth.v3 import external_auth_pb2 as ea
 from tests.redisproc import RedisProcess, require_redis
 from tests.serverproc import ServerProcess, check_request
+from tests.test_ratelimit import limit as _limit
 
 pytestmark = pytest.mark.redis
 
@@ -24,12 +24,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
     server = RedisProcess(require_redis(), tmp_path).start()
     yield server
     server.stop()
-
-
-def _limit(
-    name: str = "l", requests: int = 5, period: float = 1.0, burst: int = 0
-) -> CompiledLimit:
-    return CompiledLimit(name, "principal", None, requests, period, burst or requests, False)
 
 
 def test_buckets_are_shared_by_every_limiter_on_the_redis(redis_server: RedisProcess) -> None:

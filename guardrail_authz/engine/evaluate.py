@@ -417,7 +417,7 @@ def _strip_inbound(
     if policy.strip_keys:
         remove.extend(h for h in policy.key_headers if h in headers and h not in ours)
     if policy.jwt is not None and policy.jwt.strip:
-        remove.extend(h for h in policy.jwt.credential_headers() if h in headers and h not in ours)
+        remove.extend(h for h in policy.jwt.credential_headers if h in headers and h not in ours)
     known = view.guardrail_names
     if known is not None:
         remove.extend(

@@ -60,10 +60,14 @@ class JwtProvider:
     discover: bool
     refresh: float  # seconds between scheduled JWKS refreshes
     remote: str = field(init=False)  # what the run-time JWKS cache is keyed by
+    # Headers that carry this provider's token (removed upstream when `strip`).
+    credential_headers: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         remote = self.jwks_uri or (self.issuer if self.discover else "")
         object.__setattr__(self, "remote", remote)
+        headers = tuple(s.header for s in self.sources if s.header is not None)
+        object.__setattr__(self, "credential_headers", headers)
 
     def token(self, headers: Mapping[str, str]) -> str | None:
         """The first token found in the request, or None when it carries none."""
@@ -84,10 +88,6 @@ class JwtProvider:
                 if found:
                     return found
         return None
-
-    def credential_headers(self) -> tuple[str, ...]:
-        """Headers that carry this provider's token (removed upstream when `strip`)."""
-        return tuple(s.header for s in self.sources if s.header is not None)
 
 
 def _cookie(header: str | None, name: str) -> str | None:
