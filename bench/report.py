@@ -14,10 +14,11 @@ import grpc
 from google.protobuf import __version__ as protobuf_version
 from google.protobuf.internal import api_implementation
 
-from bench import envoyreport, identitybench
+from bench import envoyreport, identitybench, payloadbench
 from bench.engine import EngineResult
 from bench.envoybench import EnvoyReport
 from bench.identitybench import IdentityReport
+from bench.payloadbench import PayloadReport
 from bench.profile import Profile
 from bench.stages import REPEATS
 from bench.throughput import ThroughputReport
@@ -215,6 +216,7 @@ def render(
     profile: Profile | None,
     envoy: EnvoyReport | None = None,
     identity: IdentityReport | None = None,
+    payload: PayloadReport | None = None,
 ) -> str:
     """The whole results section, markers included."""
     lines = [START, "## Latest results", "", *_machine_md(m, command)]
@@ -228,6 +230,8 @@ def render(
         lines += envoyreport.render(envoy)
     if identity is not None:
         lines += identitybench.render(identity)
+    if payload is not None:
+        lines += payloadbench.render(payload)
     if profile is not None:
         lines += _profile_md(profile)
     lines.append(END)

@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from types import FrameType
 
 from bench import (
@@ -15,6 +16,7 @@ from bench import (
     envoybench,
     h2load,
     identitybench,
+    payloadbench,
     placement,
     profile,
     report,
@@ -39,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-envoy", action="store_true", help="skip benchmark 4 (through Envoy)")
     p.add_argument(
         "--skip-identity", action="store_true", help="skip benchmark 6 (JWT and Redis limits)"
+    )
+    p.add_argument(
+        "--skip-payload", action="store_true", help="skip benchmark 7 (payload guardrails)"
     )
     p.add_argument("--envoy-seconds", type=float, default=5.0, help="seconds per Envoy run")
     p.add_argument("--rate", type=int, default=500, help="fixed rate through Envoy (req/s)")
@@ -83,6 +88,46 @@ def _through_envoy(args: argparse.Namespace, cores: Cores) -> envoybench.EnvoyRe
     return envoybench.run(load, args.rate, args.rate_seconds, args.rounds, where)
 
 
+@dataclass(slots=True)
+class _Results:
+    """What the benchmarks that ran measured (None: skipped)."""
+
+    tp: throughput.ThroughputReport | None = None
+    prof: profile.Profile | None = None
+    stages: list[tuple[str, float]] | None = None
+    engines: list[engine.EngineResult] | None = None
+    envoy: envoybench.EnvoyReport | None = None
+    ident: identitybench.IdentityReport | None = None
+    pay: payloadbench.PayloadReport | None = None
+
+
+def _measure(args: argparse.Namespace, cores: Cores, load: h2load.Load) -> _Results:
+    """Run every benchmark not skipped, in order."""
+    r = _Results()
+    if not args.skip_throughput:
+        print(f"1. throughput ({cores.describe()})", flush=True)
+        r.tp = throughput.run(load, args.rounds, cores, with_deny=not args.no_deny)
+    if args.profile:
+        print("5. profiling the real server with py-spy", flush=True)
+        r.prof = profile.run(load, cores)
+    if not args.skip_engine:
+        print("2. Check handler stages, in-process", flush=True)
+        r.stages = stages.measure(ROOT / "policies")
+        print("3. policy engine", flush=True)
+        r.engines = engine.bench_sizes([10, args.routes], iterations=150, repeats=args.repeats)
+        for e in r.engines:
+            print(f"  {e.routes:>6} routes: {e.us_per_decision:.1f} µs/decision", flush=True)
+    if not args.skip_envoy:
+        r.envoy = _through_envoy(args, cores)
+    if not args.skip_identity:
+        print(f"6. JWT and Redis-limited Checks ({cores.describe()})", flush=True)
+        r.ident = identitybench.run(load, args.rounds, cores)
+    if not args.skip_payload:
+        print(f"7. payload guardrails ({cores.describe()})", flush=True)
+        r.pay = payloadbench.run(load, args.rounds, cores)
+    return r
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks, print the report and write it to docs/benchmarks.md."""
     parser = _parser()
@@ -95,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     cores = Cores.pick()
     tool_version = "h2load not used"
-    if not (args.skip_throughput and args.skip_envoy and args.skip_identity) or args.profile:
+    uses_h2load = not (
+        args.skip_throughput and args.skip_envoy and args.skip_identity and args.skip_payload
+    )
+    if uses_h2load or args.profile:
         try:
             tool_version = h2load.version(h2load.ensure_h2load())
         except BenchError as exc:
@@ -105,36 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     if cores.client is not None:
         os.sched_setaffinity(0, {cores.client})  # keep this process off the server's core
     load = h2load.Load(args.clients, args.streams, args.seconds, args.warmup)
-    tp: throughput.ThroughputReport | None = None
-    prof: profile.Profile | None = None
-    stage_rows: list[tuple[str, float]] | None = None
-    engines: list[engine.EngineResult] | None = None
-    through_envoy: envoybench.EnvoyReport | None = None
-    ident: identitybench.IdentityReport | None = None
     try:
-        if not args.skip_throughput:
-            print(f"1. throughput ({cores.describe()})", flush=True)
-            tp = throughput.run(load, args.rounds, cores, with_deny=not args.no_deny)
-        if args.profile:
-            print("5. profiling the real server with py-spy", flush=True)
-            prof = profile.run(load, cores)
-        if not args.skip_engine:
-            print("2. Check handler stages, in-process", flush=True)
-            stage_rows = stages.measure(ROOT / "policies")
-            print("3. policy engine", flush=True)
-            engines = engine.bench_sizes([10, args.routes], iterations=150, repeats=args.repeats)
-            for e in engines:
-                print(f"  {e.routes:>6} routes: {e.us_per_decision:.1f} µs/decision", flush=True)
-        if not args.skip_envoy:
-            through_envoy = _through_envoy(args, cores)
-        if not args.skip_identity:
-            print(f"6. JWT and Redis-limited Checks ({cores.describe()})", flush=True)
-            ident = identitybench.run(load, args.rounds, cores)
+        r = _measure(args, cores, load)
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
     section = report.render(
-        machine, command, tp, stage_rows, engines, args.repeats, prof, through_envoy, ident
+        machine, command, r.tp, r.stages, r.engines, args.repeats, r.prof, r.envoy, r.ident, r.pay
     )
     print()
     print(section)

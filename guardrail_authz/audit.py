@@ -60,6 +60,8 @@ def render(d: Decision, view: RequestView | None, seconds: float, now: str) -> s
         req = '"method":null,"host":null,"path":null,"source_principal":null,"request_id":null'
         req += ',"body_bytes":0'
     reasons = ",".join(_esc(r) for r in d.reasons)
+    if d.actions:
+        req += ',"actions":[' + ",".join(_esc(a) for a in d.actions) + "]"
     return (
         f'{{"time":"{now}","event":"decision","decision_id":{_esc(d.decision_id)},'
         f'"policy_version":{_esc(d.policy_version)},"policy":{_s(d.policy)},'

@@ -26,7 +26,7 @@ def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
 def test_validate_shipped_policies_ok() -> None:
     out = _run("validate", str(SHIPPED_POLICIES))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "ok: 4 policies (orders@1, profile@1, public@1, search@1), 5 routes" in out.stdout
+    assert "ok: 5 policies (orders@1, profile@1, public@1, query-apis@1, search@1), 8 routes" in out.stdout
 
 
 def test_validate_prints_every_error_with_file_line_field(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_eval_allowed_prints_decision_exit_0() -> None:
     assert d["status"] == 200
     assert d["route"] == "orders/read"
     assert d["action"] == "orders.read"
-    assert d["policy_version"].startswith("orders@1,profile@1,public@1,search@1#")
+    assert d["policy_version"].startswith("orders@1,profile@1,public@1,query-apis@1,search@1#")
     assert d["decision_id"]
     assert d["upstream_headers_set"]["x-guardrail-principal"] == "admin"
     assert "x-api-key" in d["upstream_headers_remove"]

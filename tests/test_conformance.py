@@ -15,7 +15,7 @@ Every decision is made with the decision id `corpus-decision-id`, and made twice
 JSON request and from the same request serialized as Envoy's CheckRequest, read the way
 the server reads it; both must agree. The expect keys:
 
-- equal: allowed, status, reason, reasons, policy, route, action, principal, rule
+- equal: allowed, status, reason, reasons, policy, route, action, principal, rule, actions
 - subset of a mapping: upstream_headers_set, upstream_headers_modes, response_headers_add,
   query_parameters_set, deny_headers, body (the deny body, parsed as JSON)
 - subset of a list: upstream_headers_remove, query_parameters_remove
@@ -70,6 +70,7 @@ _EQUAL = (
     "action",
     "principal",
     "rule",
+    "actions",
 )
 _MAP_SUBSET = (
     "upstream_headers_set",

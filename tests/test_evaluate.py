@@ -286,6 +286,7 @@ TO_JSON_KEYS = {
     "query_parameters_set",
     "query_parameters_remove",
     "deny_headers",
+    "actions",
 }
 
 
@@ -297,8 +298,10 @@ def test_to_json_keys_and_types() -> None:
     d.query_set.append(("q", "3"))
     d.query_remove.append("z")
     d.deny_headers.append(("x-d", "4"))
+    d.actions = ("sql:select:orders",)
     data = d.to_json()
     assert set(data) == TO_JSON_KEYS
+    assert data["actions"] == ["sql:select:orders"]
     assert data["upstream_headers_set"] == {"x-a": "1"}
     assert data["upstream_headers_modes"] == {"x-a": "append"}
     assert data["response_headers_add"] == {"x-r": "2"}
@@ -358,17 +361,21 @@ def test_decision_ids_unique_across_threads() -> None:
 def test_shipped_snapshot_version() -> None:
     """name@version of each policy, sorted, then '#' and 12 hex digits of the content hash."""
     snapshot = load_directory(REPO / "policies")
-    assert re.fullmatch(r"orders@1,profile@1,public@1,search@1#[0-9a-f]{12}", snapshot.version)
+    assert re.fullmatch(r"orders@1,profile@1,public@1,query-apis@1,search@1#[0-9a-f]{12}", snapshot.version)
     assert snapshot.version.endswith("#" + snapshot.content_hash)
     assert snapshot.policies == (
         ("orders", "1"),
         ("profile", "1"),
         ("public", "1"),
+        ("query-apis", "1"),
         ("search", "1"),
     )
-    files = ("demo-keys.yaml", "orders.yaml", "profile.yaml", "public.yaml", "search.yaml")
+    files = (
+        "demo-keys.yaml", "orders.yaml", "profile.yaml", "public.yaml", "query.yaml",
+        "search.yaml",
+    )  # fmt: skip
     assert snapshot.files == files
-    assert snapshot.route_count == 5
+    assert snapshot.route_count == 8
     assert set(snapshot.stage_seconds) == {"parse", "resolve", "normalise", "index"}
 
 

@@ -51,6 +51,7 @@ class Decision:
     query_set: list[tuple[str, str]] = field(default_factory=list)
     query_remove: list[str] = field(default_factory=list)
     deny_headers: list[tuple[str, str]] = field(default_factory=list)
+    actions: tuple[str, ...] = ()  # what the payload tries to do (GraphQL, JSON-RPC, SQL, ...)
     # Rate limits still to be counted in a shared store before this allow stands (see
     # engine/redislimit.py); the server settles it, nothing else sees it.
     pending: PendingLimit | None = None
@@ -76,6 +77,7 @@ class Decision:
             "query_parameters_set": dict(self.query_set),
             "query_parameters_remove": list(self.query_remove),
             "deny_headers": dict(self.deny_headers),
+            "actions": list(self.actions),
         }
 
 

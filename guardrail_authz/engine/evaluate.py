@@ -21,6 +21,8 @@ from guardrail_authz.engine.request import BadRequestError, RequestView
 from guardrail_authz.engine.runtime import Runtime
 from guardrail_authz.identity.jwt import JwtProvider, TokenError
 from guardrail_authz.identity.xfcc import client_uri
+from guardrail_authz.payload.detect import Hit
+from guardrail_authz.payload.plan import PayloadDeniedError, check_payload
 from guardrail_authz.policy.matchers import claim_text
 from guardrail_authz.policy.snapshot import CompiledRoute, CompiledRule, KeyEntry, PolicySnapshot
 
@@ -34,6 +36,7 @@ _ERRORS = {
     403: "forbidden",
     413: "too_large",
     414: "uri_too_long",
+    415: "unsupported_media_type",
     429: "too_many_requests",
     431: "headers_too_large",
     500: "internal_error",
@@ -44,7 +47,7 @@ _ERRORS = {
 class _Caller:
     """Who the request authenticated as."""
 
-    __slots__ = ("claims", "key", "principal", "roles", "roles_header", "source")
+    __slots__ = ("actions", "claims", "key", "principal", "roles", "roles_header", "source")
 
     def __init__(
         self, principal: str | None, roles: frozenset[str], roles_header: str, source: str | None
@@ -55,6 +58,7 @@ class _Caller:
         self.source = source
         self.key: str | None = None  # the API key presented, when one authenticated the call
         self.claims: dict[str, object] | None = None  # the verified JWT's claims, if any
+        self.actions: tuple[str, ...] = ()  # what the payload does, when the route extracts it
 
 
 def evaluate(
@@ -83,7 +87,10 @@ def evaluate(
             )
         return _decide(snapshot, view, decision_id, route, runtime or _OFFLINE)
     except BadRequestError as bad:
-        return _deny(snapshot.version, decision_id, route, bad.status, bad.reason, bad.message)
+        d = _deny(snapshot.version, decision_id, route, bad.status, bad.reason, bad.message)
+        if isinstance(bad, PayloadDeniedError):
+            _detail(d, bad.detail)
+        return d
     except Exception:
         log.exception("evaluation failed (decision %s)", decision_id)
         if route is not None and route.policy.fail_open:
@@ -149,6 +156,36 @@ def _decide(
                 return _deny(snapshot.version, did, route, 401, bad.reason, bad.message)
         if caller.principal is None:
             caller.principal = caller.source
+    monitored: list[Hit] = []
+    payload = route.payload
+    if payload is not None and not (caller.principal is None and route.identity_required):
+        # Only callers who could be allowed get the payload checked (and told what is wrong).
+        try:
+            found = check_payload(payload, view)
+        except BadRequestError as bad:
+            d = _deny(snapshot.version, did, route, bad.status, bad.reason, bad.message)
+            d.principal = caller.principal
+            if isinstance(bad, PayloadDeniedError):
+                _detail(d, bad.detail)
+            return d
+        caller.actions = found.actions
+        monitored = found.monitored
+    decision = _ruled(snapshot, view, did, route, runtime, caller)
+    decision.actions = caller.actions
+    if monitored:
+        decision.reasons.extend(f"monitor:{h.detector}_detected:{h.field}" for h in monitored)
+    return decision
+
+
+def _ruled(
+    snapshot: PolicySnapshot,
+    view: RequestView,
+    did: str,
+    route: CompiledRoute,
+    runtime: Runtime,
+    caller: _Caller,
+) -> Decision:
+    """The rules' verdict once identity and payload are known."""
     for rule in route.deny_rules:
         if _matches(rule, caller, view):
             d = _deny(
@@ -243,6 +280,13 @@ def _matches(rule: CompiledRule, caller: _Caller, view: RequestView) -> bool:
         for claim in rule.claims:
             if not claim.holds(caller.claims):
                 return False
+    if rule.actions is not None:
+        acts = caller.actions
+        if not acts:
+            return False
+        matches = rule.actions.matches
+        if not (all(map(matches, acts)) if rule.allow else any(map(matches, acts))):
+            return False
     if rule.query:
         return all(cond.holds(view.query_param(cond.name)) for cond in rule.query)
     return True
@@ -449,6 +493,13 @@ def _fail_open(
     d.upstream_headers_set.append((DECISION_ID_HEADER, did, "overwrite"))
     _strip_inbound(d.upstream_headers_remove, route, view, frozenset())
     return d
+
+
+def _detail(d: Decision, detail: dict[str, str]) -> None:
+    """Add what a payload guardrail found (field, rule, detector) to the deny body."""
+    body = json.loads(d.body)
+    body.update(detail)
+    d.body = json.dumps(body, separators=(",", ":"))
 
 
 def _deny(

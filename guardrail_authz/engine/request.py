@@ -25,6 +25,7 @@ class RequestView:
     __slots__ = (
         "_address",
         "_query",
+        "_query_lists",
         "_segments",
         "body",
         "guardrail_names",
@@ -65,6 +66,7 @@ class RequestView:
         self._address = source_address  # a function: read only when a limit needs it
         self._segments: list[str] | None = None
         self._query: dict[str, str] | None = None
+        self._query_lists: dict[str, list[str]] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RequestView:
@@ -105,13 +107,19 @@ class RequestView:
     def query_param(self, name: str) -> str | None:
         """First value of a query parameter, or None."""
         if self._query is None:
+            self._query = {k: v[0] for k, v in self.query_lists().items()}
+        return self._query.get(name)
+
+    def query_lists(self) -> dict[str, list[str]]:
+        """Every query parameter with all its values, in order (decoded)."""
+        if self._query_lists is None:
             _, _, qs = self.raw_path.partition("?")
             qs = qs.partition("#")[0]
-            query: dict[str, str] = {}
+            query: dict[str, list[str]] = {}
             for k, v in parse_qsl(qs, keep_blank_values=True):
-                query.setdefault(k, v)
-            self._query = query
-        return self._query.get(name)
+                query.setdefault(k, []).append(v)
+            self._query_lists = query
+        return self._query_lists
 
 
 def normalise_host(host: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from guardrail_authz.engine.ratelimit import CompiledLimit
 from guardrail_authz.identity.jwt import JwtProvider, TokenSource, key_set
+from guardrail_authz.policy.compile_payload import compile_payload
 from guardrail_authz.policy.errors import ErrorSink, PolicyLoadError
 from guardrail_authz.policy.matchers import (
     ClaimCondition,
@@ -20,6 +21,7 @@ from guardrail_authz.policy.matchers import (
     GlobSet,
     compile_regex,
 )
+from guardrail_authz.policy.openapi_routes import import_openapi
 from guardrail_authz.policy.parse import parse_document
 from guardrail_authz.policy.pathtrie import ANY_METHOD, TemplateError, parse_template
 from guardrail_authz.policy.snapshot import (
@@ -80,6 +82,11 @@ def key_files(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
+def is_openapi(doc: Any) -> bool:
+    """An OpenAPI document (top-level `openapi`, no `apiVersion`), not a policy."""
+    return isinstance(doc, dict) and "openapi" in doc and "apiVersion" not in doc
+
+
 def load_directory(directory: Path, keys: Sequence[Path] = ()) -> PolicySnapshot:
     """Load, validate and compile every policy file of a directory, plus the ApiKeySet files
     of `keys` (kept apart from policies, e.g. a Secret), or raise PolicyLoadError."""
@@ -104,6 +111,8 @@ def load_directory(directory: Path, keys: Sequence[Path] = ()) -> PolicySnapshot
                 continue
             digest.update(name.encode() + b"\0" + text.encode() + b"\0")
             for doc, line in load_documents(text, name, sink):
+                if is_openapi(doc):
+                    continue  # an OpenAPI document beside the policies: read by its policy
                 parsed = parse_document(doc, name, line, sink)
                 if keys_only and isinstance(parsed, Policy):
                     msg = "only ApiKeySet documents may come from --keys"
@@ -112,6 +121,7 @@ def load_directory(directory: Path, keys: Sequence[Path] = ()) -> PolicySnapshot
                     docs.append(parsed)
         watched: list[Path] = []
         docs = [_read_jwks_file(d, directory, digest, watched, sink) for d in docs]
+        docs = [import_openapi(d, directory, digest, watched, sink) for d in docs]
     policies = [d for d in docs if isinstance(d, Policy)]
     if not policies and not sink:
         sink.add("dir.empty", "no GuardrailPolicy found (*.yaml or *.yml files)", str(directory))
@@ -303,6 +313,7 @@ def _compile_route(
         or any(limit.key in ("principal", "apiKey") for limit in route.rate_limits),
         mutations,
         _compile_limits(route, sink),
+        compile_payload(policy, route, sink),
     )
 
 
@@ -355,6 +366,7 @@ def _compile_rule(rule: Rule, sink: ErrorSink) -> CompiledRule:
         rule.status or 403,
         rule.reason or f"denied_by_rule:{rule.name}",
         rule.message,
+        GlobSet.build(w.actions) if w.actions else None,
     )
 
 

@@ -10,6 +10,7 @@ from guardrail_authz.engine.ratelimit import KEY_KINDS
 from guardrail_authz.identity.jwt import ALGORITHMS, DEFAULT_ALGORITHMS
 from guardrail_authz.policy.errors import ErrorSink
 from guardrail_authz.policy.matchers import CLAIM_OPS
+from guardrail_authz.policy.parse_payload import actions_spec, body_spec, inspect_spec, schema_spec
 from guardrail_authz.policy.reader import Reader
 from guardrail_authz.policy.source import (
     ApiKey,
@@ -22,6 +23,7 @@ from guardrail_authz.policy.source import (
     Match,
     MatchOp,
     OnAllow,
+    OpenApiSpec,
     Policy,
     RateLimit,
     Route,
@@ -77,14 +79,18 @@ def parse_document(doc: Any, file: str, line: int, sink: ErrorSink) -> Policy | 
 
 
 def _policy(spec: Reader, name: str, version: str, doc: Reader) -> Policy:
-    spec.only("hosts", "ports", "failMode", "apiKeys", "jwt", "mtls", "routes")
+    spec.only(
+        "hosts", "ports", "failMode", "apiKeys", "jwt", "mtls", "routes", "inspect", "openapi"
+    )  # fmt: skip
     hosts = _hosts(spec, "hosts") or ("*",)
     ports = _ports(spec, "ports")
     fail_mode = spec.choice("failMode", ("closed", "open"), "closed")
     keys = spec.mapping("apiKeys")
     api_keys = _api_keys(keys) if keys else ApiKeyConfig(("x-api-key",), True, (), ())
+    openapi = spec.mapping("openapi")
     routes = tuple(
-        _route(spec.sub(item, p, ln)) for item, p, ln in spec.items("routes", required=True)
+        _route(spec.sub(item, p, ln))
+        for item, p, ln in spec.items("routes", required=openapi is None)
     )
     j = spec.mapping("jwt")
     jwt = _jwt(j) if j else None
@@ -98,10 +104,20 @@ def _policy(spec: Reader, name: str, version: str, doc: Reader) -> Policy:
             trusted = fcc.text_list("trustedProxies")
             if not trusted:
                 fcc.error(None, "mtls.trusted", "name at least one trusted proxy identity")
+    inspect = spec.mapping("inspect")
     return Policy(
         name, version, hosts, ports or (), fail_mode, api_keys, routes, doc.where(), jwt,
-        trusted,
+        trusted, inspect_spec(inspect) if inspect else None, _openapi(openapi) if openapi else None,
     )  # fmt: skip
+
+
+def _openapi(r: Reader) -> OpenApiSpec:
+    r.only("file", "strict", "rules", "body")
+    file = r.text("file", required=True) or ""
+    rules = tuple(_rule(r.sub(item, p, ln)) for item, p, ln in r.items("rules", required=True))
+    body = r.mapping("body")
+    strict = bool(r.flag("strict", default=False))
+    return OpenApiSpec(file, strict, rules, body_spec(body) if body else None, r.where("file"))
 
 
 _BEARER = (TokenFrom("authorization", "Bearer ", None),)
@@ -257,7 +273,10 @@ def _timestamp(r: Reader, key: str) -> float | None:
 
 
 def _route(r: Reader) -> Route:
-    r.only("name", "action", "match", "rules", "onAllow", "rateLimits", "description")
+    r.only(
+        "name", "action", "match", "rules", "onAllow", "rateLimits", "description", "body",
+        "schema", "inspect", "actions",
+    )  # fmt: skip
     name = r.text("name", required=True) or ""
     action = r.text("action") or name
     m = r.mapping("match", required=True)
@@ -266,7 +285,14 @@ def _route(r: Reader) -> Route:
     allow = r.mapping("onAllow")
     limits = tuple(_rate_limit(r.sub(item, p, ln)) for item, p, ln in r.items("rateLimits"))
     on_allow = _on_allow(allow) if allow else OnAllow()
-    return Route(name, action, match, rules, on_allow, r.where(), limits)
+    body, schema, inspect, actions = (
+        r.mapping(k) for k in ("body", "schema", "inspect", "actions")
+    )
+    return Route(
+        name, action, match, rules, on_allow, r.where(), limits,
+        body_spec(body) if body else None, schema_spec(schema) if schema else None,
+        inspect_spec(inspect) if inspect else None, actions_spec(actions) if actions else None,
+    )  # fmt: skip
 
 
 def _rate_limit(r: Reader) -> RateLimit:
@@ -358,7 +384,10 @@ def _rule(r: Reader) -> Rule:
 
 
 def _when(r: Reader) -> When:
-    r.only("principals", "sourcePrincipals", "roles", "authenticated", "headers", "query", "claims")
+    r.only(
+        "principals", "sourcePrincipals", "roles", "authenticated", "headers", "query", "claims",
+        "actions",
+    )  # fmt: skip
     return When(
         principals=r.text_list("principals"),
         source_principals=r.text_list("sourcePrincipals"),
@@ -367,6 +396,7 @@ def _when(r: Reader) -> When:
         headers=_conditions(r, "headers", header=True),
         query=_conditions(r, "query", header=False),
         claims=tuple(_claim(r.sub(item, p, ln)) for item, p, ln in r.items("claims")),
+        actions=r.text_list("actions"),
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from guardrail_authz.engine.ratelimit import CompiledLimit
 from guardrail_authz.identity.jwt import JwtProvider
+from guardrail_authz.payload.plan import PayloadPlan
 from guardrail_authz.policy.matchers import (
     ClaimCondition,
     CompiledCondition,
@@ -64,6 +65,9 @@ class CompiledRule:
     status: int
     reason: str
     message: str | None
+    # Globs over the request's actions: an allow rule needs every action to match one,
+    # a deny rule any action (None: the rule does not look at actions).
+    actions: GlobSet | None = None
     allow_reason: str = field(init=False)
     has_principals: bool = field(init=False)
     has_sources: bool = field(init=False)
@@ -114,6 +118,7 @@ class CompiledRoute:
     uses_identity: bool
     mutations: Mutations
     rate_limits: tuple[CompiledLimit, ...] = ()
+    payload: PayloadPlan | None = None  # body, schema, detector and action checks
 
 
 @dataclass(slots=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 class MatchOp(Enum):
@@ -56,6 +58,7 @@ class When:
     headers: tuple[Condition, ...] = ()
     query: tuple[Condition, ...] = ()
     claims: tuple[ClaimCheck, ...] = ()
+    actions: tuple[str, ...] = ()  # globs over the actions found in the payload
 
     def needs_identity(self) -> bool:
         """True when only an authenticated caller could satisfy this rule."""
@@ -127,6 +130,66 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class BodySpec:
+    """How a route's buffered request body is accepted and parsed."""
+
+    content_types: tuple[str, ...]  # allowed media types ("type/*" allowed); () = any
+    max_bytes: int
+    max_depth: int
+    max_elements: int
+    partial: str  # "deny" | "inspect": what to do when Envoy sent only part of the body
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaSpec:
+    """JSON Schemas (draft 2020-12) for the body, the query parameters and selected headers."""
+
+    body: Mapping[str, Any] | None
+    query: Mapping[str, Any] | None
+    headers: Mapping[str, Any] | None
+    strict: bool  # objects that list properties accept no others
+    where: Where
+    body_optional: bool = False  # an empty body passes (OpenAPI requestBody.required: false)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    """Detector overrides for the fields whose path matches a glob."""
+
+    path: str
+    skip: tuple[str, ...]
+    monitor: tuple[str, ...]
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class InspectSpec:
+    """Which injection detectors run on a route, in which mode, over which parts."""
+
+    detectors: tuple[str, ...]
+    monitor: tuple[str, ...]  # detectors that only record what they find
+    headers: tuple[str, ...]  # header values inspected besides body, query and path
+    path: bool
+    query: bool
+    fields: tuple[FieldRule, ...]
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class ActionsSpec:
+    """Where a route finds the actions inside a request (GraphQL, JSON-RPC, gRPC, SQL)."""
+
+    kind: str  # graphql | jsonrpc | grpc | sql
+    field: str | None  # sql: the dotted body field holding the statement
+    dialect: str | None
+    max_depth: int
+    max_aliases: int
+    max_fields: int
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """A named route with its action, rules, mutations and rate limits."""
 
@@ -137,6 +200,21 @@ class Route:
     on_allow: OnAllow
     where: Where
     rate_limits: tuple[RateLimit, ...] = ()
+    body: BodySpec | None = None
+    schema: SchemaSpec | None = None
+    inspect: InspectSpec | None = None  # None: the policy's default
+    actions: ActionsSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenApiSpec:
+    """Routes imported from an OpenAPI 3 document next to the policy files."""
+
+    file: str
+    strict: bool
+    rules: tuple[Rule, ...]
+    body: BodySpec | None
+    where: Where
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +283,8 @@ class Policy:
     where: Where
     jwt: JwtConfig | None = None
     xfcc_trusted: tuple[str, ...] = ()  # peers whose x-forwarded-client-cert is believed
+    inspect: InspectSpec | None = None  # detectors for routes that do not set their own
+    openapi: OpenApiSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ def grpc_code(status: int) -> int:
         return GRPC_UNAUTHENTICATED
     if status == 429:
         return GRPC_RESOURCE_EXHAUSTED
-    if status in (400, 413, 414):
+    if status in (400, 413, 414, 415):
         return GRPC_INVALID_ARGUMENT
     if status >= 500:
         return GRPC_INTERNAL

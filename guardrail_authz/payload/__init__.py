@@ -1,0 +1,1 @@
+"""Payload guardrails: request bodies, schemas, injection detectors and action extractors."""

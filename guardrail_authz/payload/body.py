@@ -1,0 +1,295 @@
+"""Request bodies: parse the buffered bytes once, by media type, within hard limits."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from guardrail_authz.engine.request import BadRequestError
+from guardrail_authz.payload import body_media
+from guardrail_authz.payload.body_media import ASCII_SAFE, CHARSETS, TCHARS, FilePart, decode
+
+__all__ = ["BodyLimits", "FilePart", "ParsedBody", "json_path", "keys", "parse_body", "strings"]
+
+# json.loads recurses once per level; this keeps it far below Python's recursion limit.
+MAX_JSON_DEPTH = 256
+_ALLOWED_PATTERN = re.compile(rf"(?:{TCHARS}|\*)/(?:{TCHARS}|\*)")
+_TEXT_TYPES = frozenset({"application/xml", "application/graphql", "application/javascript"})
+# JSON pre-scan tables: keep only the bytes that shape a document, brackets of one kind.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{},:')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_CURLY_TO_SQUARE = bytes.maketrans(b"{}", b"[]")
+_STRING_LEFT = re.compile(rb'"[^"]*"')
+_ESCAPED_QUOTE_OR_BACKSLASH = re.compile(rb'\\[\\"]')  # left to right, as JSON pairs them
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_CONTAINERS = frozenset({dict, list})
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """What a route accepts: size, JSON shape and media types ("type/*" allowed, () = any)."""
+
+    max_bytes: int = 1_048_576
+    max_depth: int = 64
+    max_elements: int = 100_000
+    content_types: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 0 or self.max_elements < 1:
+            raise ValueError("max_bytes must be >= 0 and max_elements >= 1")
+        if not 1 <= self.max_depth <= MAX_JSON_DEPTH:
+            raise ValueError(f"max_depth must be between 1 and {MAX_JSON_DEPTH}")
+        for pattern in self.content_types:
+            if pattern != pattern.lower() or not _ALLOWED_PATTERN.fullmatch(pattern):
+                raise ValueError(f"content type {pattern!r} is not a lower-case type/subtype")
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedBody:
+    """A body parsed according to its media type; only the fields of its kind are filled."""
+
+    media_type: str
+    charset: str
+    kind: str
+    raw: bytes
+    json: object = None
+    text: str = ""
+    fields: tuple[tuple[str, str], ...] = ()
+    files: tuple[FilePart, ...] = ()
+
+
+def parse_body(raw: bytes, content_type: str | None, limits: BodyLimits) -> ParsedBody:
+    """Parse a request body; raises BadRequestError (4xx) for anything the route must refuse."""
+    raw = bytes(raw)
+    if len(raw) > limits.max_bytes:
+        raise BadRequestError(413, "body_too_large", "request body exceeds the route's size limit")
+    parsed = body_media.content_type(content_type or "")
+    media_type = parsed.media_type
+    charset = "utf-8" if parsed.charset is None else parsed.charset
+    if not raw:
+        return ParsedBody(media_type, charset, "empty", raw)
+    if limits.content_types and not _allowed(media_type, limits.content_types):
+        msg = "content type is not accepted by this route"
+        raise BadRequestError(415, "unsupported_content_type", msg)
+    if media_type == "application/json" or media_type.endswith("+json"):
+        value, text = _parse_json(raw, charset, limits)
+        return ParsedBody(media_type, charset, "json", raw, json=value, text=text)
+    if media_type == "application/x-www-form-urlencoded":
+        text, fields = _parse_form(raw, charset, limits)
+        return ParsedBody(media_type, charset, "form", raw, text=text, fields=fields)
+    if media_type == "multipart/form-data":
+        if parsed.boundary is None:
+            raise BadRequestError(400, "malformed_multipart", "multipart body without a boundary")
+        fields, files = body_media.parse_multipart(
+            raw, parsed.boundary, charset, limits.max_elements
+        )
+        return ParsedBody(media_type, charset, "multipart", raw, fields=fields, files=files)
+    if media_type.startswith("text/") or media_type in _TEXT_TYPES or media_type.endswith("+xml"):
+        return ParsedBody(media_type, charset, "text", raw, text=decode(raw, charset))
+    return ParsedBody(media_type, charset, "binary", raw)
+
+
+def strings(body: ParsedBody) -> Iterator[tuple[str, str]]:
+    """Every (field path, string value) to inspect; each object's own strings come first."""
+    if body.kind == "json":
+        yield from _json_strings(body.json)
+    elif body.kind in ("form", "multipart"):
+        for name, value in body.fields:
+            yield json_path("form", (name,)), value
+        for part in body.files:
+            yield json_path("file", (part.field, "filename")), part.filename
+    elif body.kind == "text":
+        yield "body", body.text
+
+
+def keys(body: ParsedBody) -> Iterator[tuple[str, str]]:
+    """Every (path of the containing object, key) for JSON objects and form field names."""
+    if body.kind == "json":
+        yield from _json_keys(body.json)
+    elif body.kind in ("form", "multipart"):
+        for name, _ in body.fields:
+            yield "form", name
+        for part in body.files:
+            yield "file", part.field
+
+
+def json_path(base: str, parts: Sequence[str | int]) -> str:
+    """Format a field path: body.a.b[0].c, with odd keys quoted as body["odd key"]."""
+    return base + "".join(_segment(part) for part in parts)
+
+
+def _segment(part: str | int) -> str:
+    if isinstance(part, int):
+        return f"[{part}]"
+    if _IDENTIFIER.fullmatch(part):
+        return "." + part
+    return "[" + json.dumps(part, ensure_ascii=False) + "]"
+
+
+def _json_strings(root: object) -> Iterator[tuple[str, str]]:
+    """(path, string) pairs of a parsed document, iteratively.
+
+    A container's own strings come before those of the containers nested in it; containers
+    are visited in document order. Key segments are formatted once per document.
+    """
+    if type(root) is str:
+        yield "body", root
+    segments: dict[str, str] = {}
+    stack: list[tuple[str, Any]] = [("body", root)] if type(root) in _CONTAINERS else []
+    while stack:
+        path, node = stack.pop()
+        nested: list[tuple[str, Any]] = []
+        if type(node) is dict:
+            for key, value in node.items():
+                kind = type(value)
+                if kind is str or kind is dict or kind is list:
+                    segment = segments.get(key) or segments.setdefault(key, _segment(key))
+                    if kind is str:
+                        yield path + segment, value
+                    else:
+                        nested.append((path + segment, value))
+        else:
+            for i, value in enumerate(node):
+                kind = type(value)
+                if kind is str:
+                    yield f"{path}[{i}]", value
+                elif kind is dict or kind is list:
+                    nested.append((f"{path}[{i}]", value))
+        nested.reverse()
+        stack += nested
+
+
+def _json_keys(root: object) -> Iterator[tuple[str, str]]:
+    """(object path, key) pairs of a parsed document, in the order of _json_strings."""
+    segments: dict[str, str] = {}
+    stack: list[tuple[str, Any]] = [("body", root)] if type(root) in _CONTAINERS else []
+    while stack:
+        path, node = stack.pop()
+        nested: list[tuple[str, Any]] = []
+        if type(node) is dict:
+            for key, value in node.items():
+                yield path, key
+                if type(value) in _CONTAINERS:
+                    segment = segments.get(key) or segments.setdefault(key, _segment(key))
+                    nested.append((path + segment, value))
+        else:
+            for i, value in enumerate(node):
+                if type(value) in _CONTAINERS:
+                    nested.append((f"{path}[{i}]", value))
+        nested.reverse()
+        stack += nested
+
+
+def _allowed(media_type: str, patterns: tuple[str, ...]) -> bool:
+    for pattern in patterns:
+        if pattern in (media_type, "*/*"):
+            return True
+        if pattern.endswith("/*") and media_type.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(name)
+
+
+def _parse_json(raw: bytes, charset: str, limits: BodyLimits) -> tuple[object, str]:
+    """Bound depth and size by a linear pre-scan, then json.loads; never recurses deeply."""
+    text = decode(raw, charset)
+    scan = raw if CHARSETS[charset] in ASCII_SAFE else text.encode("utf-8")
+    escaped = b"\\" in scan
+    maybe_more = _prescan(scan, escaped, limits)
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise BadRequestError(400, "malformed_json", "request body is not valid JSON") from None
+    if maybe_more and _count_values(value) > limits.max_elements:
+        raise BadRequestError(400, "json_too_many_elements", "JSON body has too many values")
+    if escaped and _SURROGATE_ESCAPE.search(scan) is not None and _has_lone_surrogate(value):
+        raise BadRequestError(400, "malformed_json", "JSON string holds a lone surrogate")
+    return value, text
+
+
+def _prescan(scan: bytes, escaped: bool, limits: BodyLimits) -> bool:
+    """Check nesting depth and count values from the bytes alone, in a few C-speed passes.
+
+    Escaped backslashes and quotes go first, then every byte but quotes, brackets, commas
+    and colons. In valid JSON two strings never touch, so each '""' left is one string
+    without such characters; the rest are matched one by one. Up to the first syntax error
+    this reading agrees with json.loads, so the depth bound holds for any input. Returns
+    True when the value count may exceed the limit and must be counted after parsing.
+    """
+    if escaped:
+        scan = _ESCAPED_QUOTE_OR_BACKSLASH.sub(b"", scan)
+    shape = scan.translate(None, _NOT_STRUCTURE).replace(b'""', b"0")
+    if b'"' in shape:
+        shape = _STRING_LEFT.sub(b"0", shape)
+    brackets = shape.translate(_CURLY_TO_SQUARE, _NOT_BRACKET)
+    depth = 0
+    while brackets:
+        if depth == limits.max_depth:
+            raise BadRequestError(400, "json_too_deep", "JSON body is nested too deeply")
+        inner = brackets.replace(b"[]", b"")  # removes exactly the innermost level
+        if len(inner) == len(brackets):
+            raise BadRequestError(400, "malformed_json", "JSON body has unbalanced brackets")
+        brackets, depth = inner, depth + 1
+    # Values = the root + one per container member = 1 + commas + non-empty containers.
+    # Numbers and literals were dropped, so "[]" here is an empty array or one like [5].
+    shape = shape.translate(_CURLY_TO_SQUARE)
+    empty_or_single = shape.count(b"[]")
+    least = 1 + shape.count(b",") + shape.count(b"[") - empty_or_single
+    if least > limits.max_elements:
+        raise BadRequestError(400, "json_too_many_elements", "JSON body has too many values")
+    return least + empty_or_single > limits.max_elements
+
+
+def _count_values(root: object) -> int:
+    count, stack = 0, [root]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if type(value) is dict:
+            stack += value.values()
+        elif type(value) is list:
+            stack += value
+    return count
+
+
+def _has_lone_surrogate(root: object) -> bool:
+    walks = (_json_strings(root), _json_keys(root))
+    return any(_LONE_SURROGATE.search(item) for walk in walks for _, item in walk)
+
+
+def _parse_form(
+    raw: bytes, charset: str, limits: BodyLimits
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """application/x-www-form-urlencoded: '&'-separated pairs, '+' as space, strict escapes."""
+    text = decode(raw, charset)
+    if text.count("&") >= limits.max_elements:
+        raise BadRequestError(400, "malformed_form", "form body has too many fields")
+    codec = CHARSETS[charset]
+    fields = []
+    for pair in text.split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            fields.append((_form_unquote(name, codec), _form_unquote(value, codec)))
+    return text, tuple(fields)
+
+
+def _form_unquote(part: str, codec: str) -> str:
+    part = part.replace("+", " ")
+    if "%" not in part:
+        return part
+    if _BAD_PERCENT.search(part):
+        raise BadRequestError(400, "malformed_form", "malformed percent-encoding in form body")
+    try:
+        return unquote(part, encoding=codec, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequestError(400, "bad_charset", "form field does not decode") from None
