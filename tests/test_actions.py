@@ -355,6 +355,8 @@ def test_jsonrpc_actions(body: object, actions: tuple[str, ...]) -> None:
         ({"jsonrpc": "2.0", "method": 5}, "jsonrpc_invalid"),
         ({"jsonrpc": "2.0", "method": ["a"]}, "jsonrpc_invalid"),
         ({"jsonrpc": "2.0", "method": "a\nb"}, "jsonrpc_invalid"),
+        ({"jsonrpc": "2.0", "method": "a\ud800"}, "jsonrpc_invalid"),
+        ({"jsonrpc": "2.0", "method": "\x7f"}, "jsonrpc_invalid"),
         ({"jsonrpc": "2.0", "method": "m" * 257}, "jsonrpc_invalid"),
         ({"jsonrpc": "2.0", "method": "x", "params": "p"}, "jsonrpc_invalid"),
         ({"jsonrpc": "2.0", "method": "x", "params": None}, "jsonrpc_invalid"),
@@ -481,6 +483,11 @@ def test_grpc_bad_paths(path: str) -> None:
             ("sql:merge:t", "sql:select:s"),
         ),
         (
+            "MERGE INTO t USING (SELECT * FROM s) AS src ON t.id = src.id "
+            "WHEN MATCHED THEN UPDATE SET a = 1 WHEN NOT MATCHED THEN INSERT (a) VALUES (1)",
+            ("sql:merge:t", "sql:select:s"),
+        ),
+        (
             "WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d",
             ("sql:delete:orders", "sql:flag:no-where"),
         ),
@@ -582,7 +589,10 @@ def test_unknown_dialect_is_a_configuration_error() -> None:
         ("x' OR '1'='1", "sql_syntax"),
         ("SELECT * FROM t WHERE (a = 1", "sql_syntax"),
         ("SELECT * FROM t INTO OUTFILE '/tmp/x'", "sql_syntax"),
-        ("REPLACE INTO t VALUES (1)", "sql_syntax"),  # generic dialect: read as a bare command
+        ("REPLACE INTO t VALUES (1)", "sql_syntax"),
+        ("SELECT '\ud800'", "sql_invalid"),
+        ('SELECT * FROM "a\r\nX-Injected: 1"', "sql_invalid"),
+        ('DROP TABLE "x\ty"', "sql_invalid"),  # generic dialect: read as a bare command
         ("SELECT " + "(" * 25 + "1" + ")" * 25, "sql_too_large"),
         ("SELECT " + "NOT " * 3000 + "1", "sql_too_large"),
         ("SELECT " + "CASE WHEN a THEN " * 60 + "1" + " END" * 60, "sql_too_large"),

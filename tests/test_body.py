@@ -149,6 +149,7 @@ def test_malformed_content_type_is_415(content_type: str) -> None:
         "application/json; Charset=UTF-8",
         "  application/json  ",
         'application/json; foo=bar; baz="q\\"uoted"',
+        "application/json; x-long=" + "a" * 300,  # too long for the parse cache
     ],
 )
 def test_well_formed_content_type_variants(content_type: str) -> None:
@@ -395,6 +396,68 @@ def test_unbalanced_deep_brackets_fail_fast() -> None:
         "json_too_deep",
     )
     assert time.perf_counter() - start < 1.0
+
+
+def _chain(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("depth", [2, 30, 63, 64])
+def test_long_bracket_sequences_get_an_exact_depth(depth: int) -> None:
+    # many long chains: each pass removes little, so the prefix-sum path decides
+    chains = [_chain(depth - 1)] * 150 + [_chain(depth // 2)] * 500
+    raw = b"[" + b",".join(chains) + b"]"
+    limits = BodyLimits(max_depth=depth, max_bytes=1 << 20)
+    assert _depth(_parse(raw, "application/json", limits).json) == depth
+    if depth > 1:
+        tight = BodyLimits(max_depth=depth - 1, max_bytes=1 << 20)
+        assert _reason(raw, "application/json", tight) == "json_too_deep"
+
+
+@pytest.mark.parametrize("spine", [10, 40, 61])
+def test_deep_spines_without_long_runs_are_measured_exactly(spine: int) -> None:
+    # every level has a sibling, so no long run of "[" gives the depth away
+    inner = b"0"
+    for _ in range(spine):
+        inner = b"[[[]]," + inner + b"]"
+    raw = b"[" + b",".join([_chain(50)] * 200) + b"," + inner + b"]"
+    depth = _depth(json.loads(raw))
+    assert _depth(_parse(raw, "application/json", BodyLimits(max_depth=depth)).json) == depth
+    assert _reason(raw, "application/json", BodyLimits(max_depth=depth - 1)) == "json_too_deep"
+
+
+def test_a_deep_chain_after_a_wide_start_is_caught() -> None:
+    raw = b"[" + b"[]," * 3000 + b"[" * 80 + b"1" + b"]" * 80 + b"]"
+    assert _reason(raw, "application/json") == "json_too_deep"
+    assert _depth(_parse(raw, "application/json", BodyLimits(max_depth=81)).json) == 81
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 1_000_000,
+        _chain(500_000),
+        b"[[]," * 250_000,
+        b"[" + b'",",' * 249_999 + b'","]',
+        b'"' + b'\\"' * 499_999 + b'"',
+        b'"' + b"\\\\" * 499_999 + b'"',
+        b"[" + b"[0]," * 250_000 + b"[0]]",
+        b"{" + b'"k":{},' * 140_000 + b'"k":{}}',
+    ],
+)
+def test_megabyte_bodies_stay_linear(raw: bytes) -> None:
+    limits = BodyLimits(max_bytes=1 << 21, max_elements=1_000_000)
+    start = time.perf_counter()
+    outcome = _attempt(raw, "application/json", limits)
+    assert time.perf_counter() - start < 1.0
+    assert not isinstance(outcome, BadRequestError) or outcome.status == 400
+
+
+def test_escape_heavy_strings_keep_their_structure() -> None:
+    doc = ['\\"[', '"]\\', "\\\\", '"{"'] * 500  # backslashes in over 1% of the bytes
+    raw = json.dumps(doc).encode()
+    assert raw.count(b"\\") * 100 > len(raw)
+    assert _parse(raw, "application/json", BodyLimits(max_depth=1)).json == doc
 
 
 def test_brackets_inside_strings_do_not_count() -> None:

@@ -21,7 +21,7 @@ __all__ = [
 
 MAX_JSONRPC_BATCH = 100
 MAX_METHOD_LENGTH = 256
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _GRPC_PATH = re.compile(rf"/((?:{_IDENT}\.)*{_IDENT})/({_IDENT})")
 
@@ -44,7 +44,7 @@ def _jsonrpc_call(call: object) -> str:
     if not isinstance(method, str) or not method or len(method) > MAX_METHOD_LENGTH:
         raise ActionError("jsonrpc_invalid", "JSON-RPC method must be a non-empty short string")
     if _CONTROL.search(method):
-        raise ActionError("jsonrpc_invalid", "JSON-RPC method holds control characters")
+        raise ActionError("jsonrpc_invalid", "JSON-RPC method holds control or surrogate codes")
     if "params" in call and not isinstance(call["params"], list | dict):
         raise ActionError("jsonrpc_invalid", "JSON-RPC params must be an array or an object")
     if "id" in call:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from functools import lru_cache
 
 from sqlglot import Token, TokenType, exp
@@ -59,6 +60,7 @@ _UNREAD_COMMANDS = frozenset(
     | {"drop", "truncate", "alter", "grant", "revoke", "copy", "load"}
 )
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _OPEN = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
 _CLOSE = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})
 
@@ -77,7 +79,13 @@ def sql_actions(sql: str, dialect: str | None = None) -> tuple[str, ...]:
     """sql:<kind>:<table> per table written or read, sql:<kind> without tables, and flags."""
     if not isinstance(sql, str) or not sql.strip():
         raise ActionError("sql_invalid", "a SQL statement is required")
-    if len(sql) > MAX_SQL_BYTES or len(sql.encode("utf-8", "surrogatepass")) > MAX_SQL_BYTES:
+    if len(sql) > MAX_SQL_BYTES:
+        raise ActionError("sql_too_large", "SQL text is over 64 KB")
+    try:
+        size = len(sql.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates: no client sent this as UTF-8
+        raise ActionError("sql_invalid", "SQL text is not valid Unicode") from None
+    if size > MAX_SQL_BYTES:
         raise ActionError("sql_too_large", "SQL text is over 64 KB")
     parser = _dialect(dialect)  # an unknown dialect is a policy error: ValueError
     try:
@@ -180,8 +188,10 @@ def _table_name(table: exp.Table) -> str:
     """Lower-case catalog.schema.table; name() for a table function, ? for anything else."""
     this = table.this
     if isinstance(this, exp.Identifier):
-        parts = (table.catalog, table.db, table.name)
-        return ".".join(p.lower() for p in parts if p)
+        name = ".".join(p.lower() for p in (table.catalog, table.db, table.name) if p)
+        if _CONTROL.search(name):  # a quoted identifier; actions end up in headers and logs
+            raise ActionError("sql_invalid", "table name holds control characters")
+        return name
     if isinstance(this, exp.Anonymous):
         return f"{this.name.lower()}()"
     if isinstance(this, exp.Func):

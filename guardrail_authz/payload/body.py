@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 from urllib.parse import unquote
 
@@ -13,7 +15,10 @@ from guardrail_authz.engine.request import BadRequestError
 from guardrail_authz.payload import body_media
 from guardrail_authz.payload.body_media import ASCII_SAFE, CHARSETS, TCHARS, FilePart, decode
 
-__all__ = ["BodyLimits", "FilePart", "ParsedBody", "json_path", "keys", "parse_body", "strings"]
+__all__ = [
+    "BodyLimits", "FilePart", "ParsedBody", "inspectable", "json_path", "keys", "parse_body",
+    "strings",
+]  # fmt: skip
 
 # json.loads recurses once per level; this keeps it far below Python's recursion limit.
 MAX_JSON_DEPTH = 256
@@ -23,13 +28,14 @@ _TEXT_TYPES = frozenset({"application/xml", "application/graphql", "application/
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{},:')
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _CURLY_TO_SQUARE = bytes.maketrans(b"{}", b"[]")
-_STRING_LEFT = re.compile(rb'"[^"]*"')
 _ESCAPED_QUOTE_OR_BACKSLASH = re.compile(rb'\\[\\"]')  # left to right, as JSON pairs them
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTAINERS = frozenset({dict, list})
+_STEPS = bytes.maketrans(b"[]", b"\x01\xff")  # +1 and -1 as signed bytes
+_LONG_BRACKETS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +126,48 @@ def keys(body: ParsedBody) -> Iterator[tuple[str, str]]:
             yield "file", part.field
 
 
+def inspectable(body: ParsedBody) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """What the detectors look at, in one pass: every (field path, string value) as
+    `strings()` gives them (depth first, in document order), and the (object path, key) of
+    the keys a key detector could fire on: those holding `$`, `%`, CR, LF or non-ASCII
+    characters (NoSQL operators and CR/LF injection need one of them). Form and multipart
+    field names are all kept."""
+    if body.kind != "json":
+        return list(strings(body)), list(keys(body))
+    values: list[tuple[str, str]] = []
+    found: list[tuple[str, str]] = []
+    segments: dict[str, str] = {}
+
+    def walk(node: Any, path: str) -> None:  # depth is bounded by BodyLimits.max_depth
+        if type(node) is dict:
+            for key, value in node.items():
+                kind = type(value)
+                if kind is str or kind is dict or kind is list:
+                    segment = segments.get(key)
+                    if segment is None:
+                        segment = segments[key] = _segment(key)
+                    if kind is str:
+                        values.append((path + segment, value))
+                    else:
+                        walk(value, path + segment)
+                if not key.isascii() or "$" in key or "%" in key or "\r" in key or "\n" in key:
+                    found.append((path, key))
+        else:
+            for i, value in enumerate(node):
+                kind = type(value)
+                if kind is str:
+                    values.append((f"{path}[{i}]", value))
+                elif kind is dict or kind is list:
+                    walk(value, f"{path}[{i}]")
+
+    root = body.json
+    if type(root) is str:
+        values.append(("body", root))
+    elif type(root) in _CONTAINERS:
+        walk(root, "body")
+    return values, found
+
+
 def json_path(base: str, parts: Sequence[str | int]) -> str:
     """Format a field path: body.a.b[0].c, with odd keys quoted as body["odd key"]."""
     return base + "".join(_segment(part) for part in parts)
@@ -204,42 +252,36 @@ def _parse_json(raw: bytes, charset: str, limits: BodyLimits) -> tuple[object, s
     """Bound depth and size by a linear pre-scan, then json.loads; never recurses deeply."""
     text = decode(raw, charset)
     scan = raw if CHARSETS[charset] in ASCII_SAFE else text.encode("utf-8")
-    escaped = b"\\" in scan
-    maybe_more = _prescan(scan, escaped, limits)
+    backslashes = scan.count(b"\\")
+    maybe_more = _prescan(scan, backslashes, limits)
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise BadRequestError(400, "malformed_json", "request body is not valid JSON") from None
     if maybe_more and _count_values(value) > limits.max_elements:
         raise BadRequestError(400, "json_too_many_elements", "JSON body has too many values")
-    if escaped and _SURROGATE_ESCAPE.search(scan) is not None and _has_lone_surrogate(value):
+    if backslashes and _SURROGATE_ESCAPE.search(scan) is not None and _has_lone_surrogate(value):
         raise BadRequestError(400, "malformed_json", "JSON string holds a lone surrogate")
     return value, text
 
 
-def _prescan(scan: bytes, escaped: bool, limits: BodyLimits) -> bool:
+def _prescan(scan: bytes, backslashes: int, limits: BodyLimits) -> bool:
     """Check nesting depth and count values from the bytes alone, in a few C-speed passes.
 
     Escaped backslashes and quotes go first, then every byte but quotes, brackets, commas
     and colons. In valid JSON two strings never touch, so each '""' left is one string
-    without such characters; the rest are matched one by one. Up to the first syntax error
+    without such characters; the rest pair up quote by quote. Up to the first syntax error
     this reading agrees with json.loads, so the depth bound holds for any input. Returns
     True when the value count may exceed the limit and must be counted after parsing.
     """
-    if escaped:
+    if backslashes * 100 > len(scan):  # replace() costs little per match, re.sub() much
+        scan = scan.replace(b"\\\\", b"").replace(b'\\"', b"")
+    elif backslashes:
         scan = _ESCAPED_QUOTE_OR_BACKSLASH.sub(b"", scan)
     shape = scan.translate(None, _NOT_STRUCTURE).replace(b'""', b"0")
-    if b'"' in shape:
-        shape = _STRING_LEFT.sub(b"0", shape)
-    brackets = shape.translate(_CURLY_TO_SQUARE, _NOT_BRACKET)
-    depth = 0
-    while brackets:
-        if depth == limits.max_depth:
-            raise BadRequestError(400, "json_too_deep", "JSON body is nested too deeply")
-        inner = brackets.replace(b"[]", b"")  # removes exactly the innermost level
-        if len(inner) == len(brackets):
-            raise BadRequestError(400, "malformed_json", "JSON body has unbalanced brackets")
-        brackets, depth = inner, depth + 1
+    if b'"' in shape:  # strings holding brackets, commas or colons: every other piece
+        shape = b"0".join(shape.split(b'"')[::2])
+    _check_depth(shape.translate(_CURLY_TO_SQUARE, _NOT_BRACKET), limits.max_depth)
     # Values = the root + one per container member = 1 + commas + non-empty containers.
     # Numbers and literals were dropped, so "[]" here is an empty array or one like [5].
     shape = shape.translate(_CURLY_TO_SQUARE)
@@ -248,6 +290,33 @@ def _prescan(scan: bytes, escaped: bool, limits: BodyLimits) -> bool:
     if least > limits.max_elements:
         raise BadRequestError(400, "json_too_many_elements", "JSON body has too many values")
     return least + empty_or_single > limits.max_elements
+
+
+def _check_depth(brackets: bytes, max_depth: int) -> None:
+    """Refuse bracket sequences nested deeper than max_depth, in linear time.
+
+    Each pass deletes every "[]", the innermost level, so a balanced sequence empties in as
+    many passes as it is deep. When a pass shrinks a long sequence little (long chains), a
+    signed prefix sum over what is left finishes the job: removing pairs lowers the peak by
+    at most one per pass, so passes + peak is never below the true depth.
+    """
+    depth = 0
+    while brackets:
+        if depth == max_depth:
+            raise BadRequestError(400, "json_too_deep", "JSON body is nested too deeply")
+        inner = brackets.replace(b"[]", b"")
+        if len(inner) == len(brackets):
+            raise BadRequestError(400, "malformed_json", "JSON body has unbalanced brackets")
+        depth += 1
+        if len(inner) > _LONG_BRACKETS and len(inner) * 8 > len(brackets) * 7:
+            left = max_depth - depth
+            if (
+                b"[" * (left + 1) in inner
+                or max(accumulate(array("b", inner.translate(_STEPS)))) > left
+            ):
+                raise BadRequestError(400, "json_too_deep", "JSON body is nested too deeply")
+            return
+        brackets = inner
 
 
 def _count_values(root: object) -> int:

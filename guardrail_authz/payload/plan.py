@@ -15,7 +15,7 @@ from guardrail_authz.payload.actions import (
     jsonrpc_actions,
     sql_actions,
 )
-from guardrail_authz.payload.body import BodyLimits, ParsedBody, keys, parse_body, strings
+from guardrail_authz.payload.body import BodyLimits, ParsedBody, inspectable, parse_body
 from guardrail_authz.payload.detect import Hit, Inspector
 from guardrail_authz.payload.schema import CompiledSchema, Violation, coerce
 from guardrail_authz.policy.matchers import GlobSet
@@ -150,8 +150,7 @@ def _inspect(
     values: list[tuple[str, str]] = []
     names: list[tuple[str, str]] = []
     if body is not None:
-        values.extend(strings(body))
-        names.extend(keys(body))
+        values, names = inspectable(body)
     elif partial_text is not None:
         values.append(("body", partial_text))
     if plan.inspect_query:
@@ -167,11 +166,11 @@ def _inspect(
     blocked: list[Hit] = []
     watched = result.monitored
     groups = _group(plan, values) if plan.overrides else [(plan.block, plan.watch, values)]
-    for block, watch, items in groups:
-        if block is not None and items:
-            blocked.extend(block.scan(items))
-        if watch is not None and items:
-            watched.extend(watch.scan(items))
+    for block, watch, group in groups:
+        if block is not None and group:
+            blocked.extend(block.scan(group))
+        if watch is not None and group:
+            watched.extend(watch.scan(group))
     if names:
         if plan.block is not None:
             blocked.extend(plan.block.scan_keys(names))
@@ -211,7 +210,11 @@ def _actions(plan: ActionsPlan, view: RequestView, body: ParsedBody | None) -> t
     try:
         if plan.kind == "grpc":
             return grpc_actions(view.raw_path.split("?", 1)[0])
-        data = body.json if body is not None and body.kind == "json" else None
+        data: object = None
+        if body is not None and body.kind == "json":
+            data = body.json
+        elif body is not None and body.media_type == "application/graphql":
+            data = body.text  # a GraphQL document sent as it is
         if plan.kind == "graphql":
             query = {k: v[0] for k, v in view.query_lists().items() if v}
             return graphql_request(view.method, query, data, plan.graphql)

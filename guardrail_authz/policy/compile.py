@@ -110,9 +110,13 @@ def load_directory(directory: Path, keys: Sequence[Path] = ()) -> PolicySnapshot
             if text is None:
                 continue
             digest.update(name.encode() + b"\0" + text.encode() + b"\0")
-            for doc, line in load_documents(text, name, sink):
-                if is_openapi(doc):
-                    continue  # an OpenAPI document beside the policies: read by its policy
+            scratch = ErrorSink()
+            loaded = load_documents(text, name, scratch)
+            if loaded and all(is_openapi(doc) for doc, _ in loaded):
+                continue  # an OpenAPI document beside the policies: read by its policy
+            for e in scratch.errors:
+                sink.add(e.code, e.message, e.file, e.line, e.field)
+            for doc, line in loaded:
                 parsed = parse_document(doc, name, line, sink)
                 if keys_only and isinstance(parsed, Policy):
                     msg = "only ApiKeySet documents may come from --keys"

@@ -24,9 +24,9 @@ def body_spec(r: Reader) -> BodySpec:
         if not _MEDIA.match(t):
             r.error("contentTypes", "body.content_type", f"{t!r} is not a media type like a/b")
     return BodySpec(
-        types,
+        tuple(t for t in types if _MEDIA.match(t)),
         r.integer("maxBytes", lo=1, hi=64 * 1024 * 1024) or DEFAULT_MAX_BYTES,
-        r.integer("maxDepth", lo=1, hi=1000) or 64,
+        r.integer("maxDepth", lo=1, hi=256) or 64,
         r.integer("maxElements", lo=1, hi=10_000_000) or 100_000,
         r.choice("partial", ("deny", "inspect"), "deny"),
         r.where(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 
 from guardrail_authz.payload.detect import confirm
 from guardrail_authz.payload.detect.base import DETECTORS, RANK, Action, Hit, Rule
@@ -48,6 +49,7 @@ _CONFIRM: dict[Action, Callable[[str], str | None]] = {
     Action.BASE64: confirm.base64_object,
 }
 _NO_HIT = len(DETECTORS)
+_VALUE = itemgetter(1)
 _CMDI = RANK["cmdi"]
 
 
@@ -62,8 +64,9 @@ class _Engine:
         self.ranks = tuple(RANK.get(r.detector, _NO_HIT) for r in rules)
         self.signatures = tuple(r.signature for r in rules)
 
-    def scan(self, fields: Sequence[str], values: Sequence[str]) -> dict[int, tuple[int, str]]:
-        """value index -> (detector rank, signature) of the first detector that fires."""
+    def scan(self, items: Sequence[tuple[str, str]]) -> dict[int, tuple[int, str]]:
+        """item index -> (detector rank, signature) of the first detector that fires."""
+        values = list(map(_VALUE, items))
         best: dict[int, tuple[int, str]] = {}
         to_decode: set[int] = set()
         to_dequote: set[int] = set()
@@ -74,7 +77,7 @@ class _Engine:
         for idx, rid in matches:
             action = actions[rid]
             if action is Action.HIT or (
-                action is Action.SOFT and not fields[idx].startswith("body")
+                action is Action.SOFT and not items[idx][0].startswith("body")
             ):
                 _better(best, idx, ranks[rid], signatures[rid])
             elif action is Action.DECODE:
@@ -86,7 +89,7 @@ class _Engine:
         if nul_inside:
             to_decode.update(i for i, v in enumerate(values) if SEPARATOR in v)
         if to_decode or to_dequote:
-            self._second_pass(fields, values, to_decode, to_dequote, best, pending)
+            self._second_pass(items, values, to_decode, to_dequote, best, pending)
         for (rank, idx, _, rid), text in sorted(pending.items()):
             current = best.get(idx)
             if current is not None and current[0] <= rank:
@@ -98,7 +101,7 @@ class _Engine:
 
     def _second_pass(
         self,
-        fields: Sequence[str],
+        items: Sequence[tuple[str, str]],
         values: Sequence[str],
         to_decode: set[int],
         to_dequote: set[int],
@@ -129,7 +132,7 @@ class _Engine:
                 continue
             action = actions[rid]
             if action is Action.HIT or (
-                action is Action.SOFT and not fields[idx].startswith("body")
+                action is Action.SOFT and not items[idx][0].startswith("body")
             ):
                 _better(best, idx, rank, signatures[rid])
             elif action in _CONFIRM:
@@ -176,20 +179,28 @@ class Inspector:
         if self._raw is None or not data:
             return []
         signature = confirm.binary_stream(data)
-        if signature is None:
-            found = self._raw.scan_bytes(data)
-            if not found:
-                return []
-            signature = self._raw.rules[found[0]].signature
-        return [Hit("deserialization", field, signature)]
+        for rid in self._raw.scan_bytes(data) if signature is None else ():
+            rule = self._raw.rules[rid]
+            if rule.action is Action.HIT:
+                signature = rule.signature
+            elif rule.action is Action.BASE64:
+                signature = confirm.base64_object(data.decode("latin-1"))
+            if signature is not None:
+                break
+        return [] if signature is None else [Hit("deserialization", field, signature)]
 
 
 def _hits(engine: _Engine | None, items: Sequence[tuple[str, str]]) -> list[Hit]:
     if engine is None or not items:
         return []
-    fields = [f for f, _ in items]
-    best = engine.scan(fields, [v for _, v in items])
-    return [Hit(DETECTORS[rank], fields[i], sig) for i, (rank, sig) in sorted(best.items())]
+    best = engine.scan(items)
+    hits: dict[str, Hit] = {}  # one per field, also when a field repeats (query.a=1&a=2)
+    for i, (rank, sig) in sorted(best.items()):
+        field = items[i][0]
+        seen = hits.get(field)
+        if seen is None or rank < RANK[seen.detector]:
+            hits[field] = Hit(DETECTORS[rank], field, sig)
+    return list(hits.values())
 
 
 @functools.lru_cache(maxsize=64)

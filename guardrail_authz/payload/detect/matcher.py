@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import threading
-from bisect import bisect_right
 from collections.abc import Sequence
-from itertools import accumulate
-from operator import methodcaller
+from typing import Any
 
 import hyperscan
 
 from guardrail_authz.payload.detect.base import Rule
 
 SEPARATOR = "\x00"  # no pattern matches it, so no match spans two values
-_ENCODE = methodcaller("encode", "utf-8", "surrogatepass")
 
 
-def _collect(pattern_id: int, _start: int, end: int, _flags: int, found: list[int]) -> None:
+def utf8(text: str) -> bytes:
+    """text as UTF-8; lone surrogates (which JSON can carry) pass through instead of failing."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _collect(pattern_id: int, _start: int, end: int, _flags: int, found: Any) -> None:
     # The callback runs once per match: keep it to one append (pattern id and end packed).
     found.append(end << 16 | pattern_id)
 
@@ -54,19 +59,26 @@ class Matcher:
         if not values:
             return [], False
         joined = SEPARATOR.join(values)
-        nul_inside = joined.count(SEPARATOR) != len(values) - 1
-        ascii_only = joined.isascii()
-        data = joined.encode("ascii") if ascii_only else _ENCODE(joined)
+        data = joined.encode("ascii") if joined.isascii() else utf8(joined)
+        nul_inside = data.count(b"\x00") != len(values) - 1
         found: list[int] = []
         self._db.scan(data, match_event_handler=_collect, context=found, scratch=self._scratch())
         if not found:
             return [], nul_inside
         if len(values) == 1:
             return [(0, packed & 0xFFFF) for packed in found], nul_inside
-        lengths = map(len, values) if ascii_only else (len(b) for b in map(_ENCODE, values))
-        # starts[i]: the offset just past value i's separator, i.e. where value i+1 begins.
-        starts = list(accumulate(n + 1 for n in lengths))
-        where = [(bisect_right(starts, (packed >> 16) - 1), packed & 0xFFFF) for packed in found]
+        # The value of a match is the number of separators before its last byte. Matches come
+        # by end offset, so one sweep of C-level counts maps them all (no per-value work).
+        found.sort()
+        where: list[tuple[int, int]] = []
+        index = pos = 0
+        count = data.count
+        for packed in found:
+            last = (packed >> 16) - 1
+            if last > pos:
+                index += count(b"\x00", pos, last)
+                pos = last
+            where.append((index, packed & 0xFFFF))
         return where, nul_inside
 
     def scan_bytes(self, data: bytes) -> list[int]:

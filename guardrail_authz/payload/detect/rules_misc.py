@@ -196,7 +196,12 @@ DESERIALIZATION: tuple[Rule, ...] = (
 # Raw request bodies: the binary stream headers, anywhere in the body (start checks in Python).
 RAW_DESERIALIZATION: tuple[Rule, ...] = (
     hit("deserialization", "java", r"\xac\xed\x00\x05[\x70-\x7e]", caseless=False),
-    hit("deserialization", "dotnet", r"\x00\x01\x00\x00\x00\xff\xff\xff\xff\x01\x00\x00\x00", caseless=False),
+    hit(
+        "deserialization",
+        "dotnet",
+        r"\x00\x01\x00\x00\x00\xff\xff\xff\xff\x01\x00\x00\x00",
+        caseless=False,
+    ),
     *DESERIALIZATION,
 )
 
@@ -286,31 +291,32 @@ _SCHEMES = (
     r"(?:file|gopher|dict|ftps?|sftp|tftp|ldaps?|ldapi|jar|netdoc|php|phar|expect|smb|telnet|"
     r"rmi|iiop|glob|ogg)"
 )
-_AUTH = r"(?:[a-z][a-z0-9+.\-]{0,15}:)?\s*[/\\]{2}"
+# Triggers only: each match sends the value to ssrf.classify_url, which reads the value from
+# its start. They are unanchored where anchoring would cost scan time (no literal to start
+# from): a URL inside prose costs one needless Python call, never a finding.
 SSRF: tuple[Rule, ...] = (
     trigger("ssrf", Action.URL, "scheme", rf"(?:^|\x00)\s*{_SCHEMES}:"),
     trigger(
         "ssrf",
         Action.URL,
         "authority",
-        rf"(?:^|\x00)\s*{_AUTH}[^/?#\x00]*?(?:@|\[|%|\\|localhost|metadata|internal|instance-data|kubernetes|"
-        r"\.nip\.io|\.sslip\.io|\.xip\.io|localtest\.me|lvh\.me|vcap\.me|0x|\.\s*(?:[/:?#]|$))",
+        r"[/\\]{2}[^/?#\x00\s]*(?:[@\[\\%]|localhost|metadata|internal|instance-data|kubernetes|"
+        r"\.nip\.io|\.sslip\.io|\.xip\.io|localtest\.me|lvh\.me|vcap\.me|\.\s*(?:[/:?#\x00]|$))|"
+        r"[/\\]{2}(?:0x|\d)",
     ),
-    trigger("ssrf", Action.URL, "numeric-host", rf"(?:^|\x00)\s*{_AUTH}[0-9.]+(?:[:/?#\\]|{_END})"),
     trigger("ssrf", Action.URL, "special-scheme", r"(?:^|\x00)\s*https?:\s*[^/\s\x00]"),
     trigger(
         "ssrf",
         Action.URL,
         "nested-url",
-        rf"(?:^|\x00)\s*{_AUTH}[^\s\x00]*(?:[=?&/]|%3d)(?:https?|gopher|file|dict|ftps?|ldaps?|jar|"
-        r"php|tftp)(?::|%3a)(?://|%2f%2f)",
+        r"(?:[=?&/]|%3d)(?:https?|gopher|file|dict|ftps?|ldaps?|jar|php|tftp)(?::|%3a)(?://|%2f%2f)",
     ),
     trigger(
         "ssrf",
         Action.URL,
         "bare-host",
-        rf"(?:^|\x00)\s*(?:localhost|metadata[\w.-]*|[0-9][0-9a-fx.]*\.[0-9a-fx.]+|"
-        rf"\[[0-9a-f:.%]+\]|0x[0-9a-f]+)(?::\d{{1,5}})?\s*{_END}",
+        r"(?:^|\x00)\s*(?:localhost|metadata|instance-data|127\.|0x|169\.254\.|100\.100\.100\.200|"
+        r"168\.63\.129\.16|\[)",
     ),
 )
 

@@ -64,10 +64,18 @@ CMDI: tuple[Rule, ...] = (
         rf"{_META}ping(?:{_S}+-[a-z]+(?:{_S}+\d+)?)*{_S}+"
         r"(?:-[cnlwi]\b|\d{1,3}(?:\.\d{1,3}){3}|[\w-]+\.[\w.-]+|\$)",
     ),
-    hit("cmdi", "chained-command", rf"{_META}(?:nslookup|dig|host|traceroute|tracert){_S}+[\w$.-]+\."),
+    hit(
+        "cmdi",
+        "chained-command",
+        rf"{_META}(?:nslookup|dig|host|traceroute|tracert){_S}+[\w$.-]+\.",
+    ),
     hit("cmdi", "chained-command", rf"{_META}(?:python[23]?|perl|ruby|php|node|lua){_S}+-[ecr]\b"),
     hit("cmdi", "chained-command", rf"{_META}(?:ba|z|k|da|c|tc)?sh{_S}+-[ic]\b"),
-    hit("cmdi", "chained-command", rf"{_META}(?:sleep|timeout{_S}+/t){_S}+\d+{_S}*(?:[;&|#`)'\"]|{_END})"),
+    hit(
+        "cmdi",
+        "chained-command",
+        rf"{_META}(?:sleep|timeout{_S}+/t){_S}+\d+{_S}*(?:[;&|#`)'\"]|{_END})",
+    ),
     hit(
         "cmdi",
         "chained-command",

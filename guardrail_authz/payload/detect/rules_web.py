@@ -105,24 +105,25 @@ SQLI: tuple[Rule, ...] = (
         "sqli",
         Action.SQLI,
         "tokenize",
-        rf"{_Q}[\s+)]*(?:[)=;,+|&<>!*/%^-]|--|#|\b(?:or|and|xor|union|select|having|order|group|"
-        r"limit|into|where|like|rlike|regexp|div|mod|is|not|in|between|sounds|procedure|waitfor|"
-        r"exec|sleep|benchmark|collate|as|from|null|case|when)\b)",
+        rf"{_Q}[\s+)]*(?:[)=;|&<>!*/%^-]|--|#|(?:or|and|xor|union|select|having|order|group|"
+        r"limit|into|where|like|rlike|regexp|div|is|not|in|between|procedure|waitfor|exec|sleep|"
+        r"benchmark|as|from)[\s+(])",
     ),
     trigger(
         "sqli",
         Action.SQLI,
         "tokenize",
-        r"\d[\s+)]*(?:\b(?:or|and|xor|union|having|order|group|limit|procedure|into|div|like|"
-        r"rlike|regexp|waitfor)\b|;|--|#|/\*|\|\||&&)",
+        r"\d[\s+)]+(?:or|and|xor|union|having|order|group|limit|procedure|into|div|like|rlike|"
+        r"regexp|waitfor)[\s+(]|\d[\s+)]*(?:;|--|#|\|\||&&)",
     ),
     trigger(
         "sqli",
         Action.SQLI,
         "tokenize",
-        rf"(?:^|\x00)[\s+(]*(?:select|union|insert|update|delete|drop|exec|declare|and|or|having|"
-        rf"waitfor)\b|\(\s*(?:select|case)\b|/\*|;{_S}*(?:select|drop|insert|update|delete|exec|"
-        r"declare|shutdown)\b",
+        rf"(?:^|\x00)[\s+(]*(?:and|or|xor|having|union|select|exec|declare|waitfor|insert|update|"
+        rf"delete|drop){_S}+(?:\d|'|\"|@|\(|\*|(?:null|true|false|not|exists|all|select|distinct|"
+        rf"from|into|table|sleep|benchmark){_S})|\(\s*(?:select|case){_S}|;{_S}*(?:select|drop|"
+        rf"insert|update|delete|exec|declare|shutdown){_S}",
     ),
 )
 
