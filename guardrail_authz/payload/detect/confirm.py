@@ -11,15 +11,20 @@ import zlib
 import libinjection
 
 # libinjection fingerprints (one letter per token: s string, n name, 1 number, & logic
-# operator, o operator, E statement keyword, f function, c comment, ; stacked query, U union,
-# v variable) that prose and code snippets produce as well as payloads:
+# operator, o operator, E statement keyword, B group/order by or having, k keyword, f
+# function, c comment, ; stacked query, U union, v variable) that prose and code snippets
+# produce as well as payloads:
 # - a statement keyword or function call first, without a string, comment, stacked query,
 #   union or variable ("SELECT id FROM t WHERE a = 1" is Enknk, "sqrt(16) = 4" is f(1)o);
-# - only strings, names and numbers joined by AND/OR ("choose 'red' or 'blue'" is s&s,
-#   "3 < 5 and 5 > 2" is 1&1) unless an equality makes it a tautology ("1 OR 1=1").
+# - words, quoted words and numbers joined by AND/OR or SQL keywords, without an operator,
+#   comment or bracket ("choose 'red' or 'blue'" is s&s, "'Having' is a verb" sBs,
+#   "3 < 5 and 5 > 2" 1&1), unless an equality makes it a tautology ("1 OR 1=1");
+# - a number and a comment ("2024 -- what a year" is 1c).
 # Payloads of these shapes are left to the own signatures (tautology, time-based, ...).
 _CODE_LIKE = re.compile(r"[Ef][^sc;Uv]*$")
-_WORDS_ONLY = re.compile(r"[sn1&]+$")
+_WORDS_ONLY = re.compile(r"[sn1&kBET]+$")
+_NUMBER_COMMENT = "1c"
+_DASH = re.compile(r"\s--(?=\s+[^\W\d_]{2,}\s+[^\W\d_])")
 # Style attributes are normal in rich text; only the ones that run code are XSS.
 _STYLE_ATTR = re.compile(r"""\bstyle\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]*)""", re.IGNORECASE)
 _STYLE_CODE = re.compile(r"expression|javascript|behavior|binding|url\s*\(|@import|\\", re.I)
@@ -34,18 +39,30 @@ def _clean(text: str) -> str:
 def sqli(text: str) -> str | None:
     """libinjection's SQL verdict on text (and its '+'-as-space form) as a signature."""
     for candidate in _sql_forms(text):
-        try:
-            result = libinjection.is_sql_injection(candidate)
-        except UnicodeError:
-            result = libinjection.is_sql_injection(_clean(candidate))
-        if result["is_sqli"]:
-            fingerprint = str(result["fingerprint"])
-            if _CODE_LIKE.match(fingerprint):
-                continue
-            if _WORDS_ONLY.match(fingerprint) and "=" not in candidate:
-                continue
+        fingerprint = _fingerprint(candidate)
+        if fingerprint is not None and "c" in fingerprint and _DASH.search(candidate):
+            # A "--" followed by words is a dash in a sentence, not a comment: ask again
+            # without it ("'this' or 'that' -- which one?").
+            fingerprint = _fingerprint(_DASH.sub(" ", candidate))
+        if fingerprint is not None:
             return f"libinjection:{fingerprint}"
     return None
+
+
+def _fingerprint(text: str) -> str | None:
+    """libinjection's fingerprint when it says SQL injection and the shape is not prose's."""
+    try:
+        result = libinjection.is_sql_injection(text)
+    except UnicodeError:
+        result = libinjection.is_sql_injection(_clean(text))
+    if not result["is_sqli"]:
+        return None
+    fingerprint = str(result["fingerprint"])
+    if _CODE_LIKE.match(fingerprint) or fingerprint == _NUMBER_COMMENT:
+        return None
+    if _WORDS_ONLY.match(fingerprint) and "=" not in text:
+        return None
+    return fingerprint
 
 
 def _sql_forms(text: str) -> tuple[str, ...]:

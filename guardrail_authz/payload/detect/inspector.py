@@ -12,19 +12,21 @@ from guardrail_authz.payload.detect import confirm
 from guardrail_authz.payload.detect.base import DETECTORS, RANK, Action, Hit, Rule
 from guardrail_authz.payload.detect.matcher import SEPARATOR, Matcher
 from guardrail_authz.payload.detect.normalise import decode, normalise
-from guardrail_authz.payload.detect.rules_misc import (
-    CRLF,
-    CRLF_KEYS,
-    DECODE,
+from guardrail_authz.payload.detect.rules_code import (
     DESERIALIZATION,
     LOG4SHELL,
-    NOSQL,
-    NOSQL_KEYS,
     RAW_DESERIALIZATION,
-    SSRF,
     SSTI,
 )
 from guardrail_authz.payload.detect.rules_os import CMDI, TRAVERSAL
+from guardrail_authz.payload.detect.rules_protocol import (
+    CRLF,
+    CRLF_KEYS,
+    DECODE,
+    NOSQL,
+    NOSQL_KEYS,
+    SSRF,
+)
 from guardrail_authz.payload.detect.rules_web import SQLI, XSS
 from guardrail_authz.payload.detect.ssrf import classify_url
 
@@ -164,7 +166,8 @@ class Inspector:
         key_rules = [r for d in enabled for r in KEY_RULES.get(d, ())]
         self._values = _engine([*value_rules, *DECODE] if value_rules else [])
         self._keys = _engine([*key_rules, *DECODE] if key_rules else [])
-        self._raw = Matcher(RAW_DESERIALIZATION) if "deserialization" in detectors else None
+        raw = "deserialization" in detectors
+        self._raw = Matcher(RAW_DESERIALIZATION, joined=False) if raw else None
 
     def scan(self, items: Sequence[tuple[str, str]]) -> list[Hit]:
         """Hits for (field, value) string values; at most one per field, first in DETECTORS."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 import hyperscan
@@ -21,52 +23,105 @@ def utf8(text: str) -> bytes:
         return text.encode("utf-8", "surrogatepass")
 
 
-def _collect(pattern_id: int, _start: int, end: int, _flags: int, found: Any) -> None:
-    # The callback runs once per match: keep it to one append (pattern id and end packed).
+MAX_MATCHES = 16384  # more in one scan is a flood (benign traffic: a few per KB of values)
+
+
+def _collect(pattern_id: int, _start: int, end: int, _flags: int, found: Any) -> bool:
+    # Runs once per match: one append (pattern id and end packed) and the flood check.
     found.append(end << 16 | pattern_id)
+    return len(found) >= MAX_MATCHES  # True stops the scan: see Matcher.scan
+
+
+def _ids(pattern_id: int, _start: int, _end: int, _flags: int, found: Any) -> None:
+    found.append(pattern_id)
+
+
+def _compile(rules: Sequence[Rule], extra: int) -> hyperscan.Database:
+    flags = [(hyperscan.HS_FLAG_CASELESS if r.caseless else 0) | extra for r in rules]
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(
+        expressions=[r.pattern.encode("utf-8") for r in rules],
+        ids=list(range(len(rules))),
+        elements=len(rules),
+        flags=flags,
+    )
+    return db
 
 
 class Matcher:
-    """A compiled rule set; `scan` says which rules matched inside which of the values."""
+    """A compiled rule set; `scan` says which rules matched inside which of the values.
 
-    __slots__ = ("_db", "_local", "rules")
+    Two databases: one reporting every match, scanned once over all values joined by NUL,
+    and one reporting each rule once per scan (HS_FLAG_SINGLEMATCH), scanned value by value.
+    The second serves raw bodies, and values whose matches flood the first (thousands of
+    "<a" or "%41" cost a Python callback each). For value scans it is compiled in a
+    background thread (hyperscan releases the GIL), so a policy load waits for one database;
+    a flood in the first second after a load waits for the rest of that compile.
+    """
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    __slots__ = ("_db", "_local", "_lock", "_single", "rules")
+
+    def __init__(self, rules: Sequence[Rule], *, joined: bool = True) -> None:
         if not rules or len(rules) >= 1 << 16:
             raise ValueError("a matcher needs between 1 and 65535 rules")
         self.rules = tuple(rules)
-        flags = [hyperscan.HS_FLAG_CASELESS if r.caseless else 0 for r in rules]
-        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        db.compile(
-            expressions=[r.pattern.encode("utf-8") for r in rules],
-            ids=list(range(len(rules))),
-            elements=len(rules),
-            flags=flags,
-        )
-        self._db = db
-        self._local = threading.local()  # one scratch space per thread that scans
+        self._local = threading.local()  # scratch spaces of the thread that scans
+        self._lock = threading.Lock()  # held while the single-match database compiles
+        self._single: hyperscan.Database | None = None
+        if not joined:
+            self._db = None
+            self._single = _compile(rules, hyperscan.HS_FLAG_SINGLEMATCH)
+            return
+        self._db = _compile(rules, 0)
+        self._lock.acquire()  # released by the compiling thread
+        threading.Thread(target=self._compile_single, name="hyperscan-compile", daemon=True).start()
 
-    def _scratch(self) -> hyperscan.Scratch:
-        scratch: hyperscan.Scratch | None = getattr(self._local, "scratch", None)
+    def _compile_single(self) -> None:
+        try:
+            self._single = _compile(self.rules, hyperscan.HS_FLAG_SINGLEMATCH)
+        finally:
+            self._lock.release()
+
+    def _scratch(self, db: hyperscan.Database, name: str) -> hyperscan.Scratch:
+        scratch: hyperscan.Scratch | None = getattr(self._local, name, None)
         if scratch is None:
-            scratch = hyperscan.Scratch(self._db)
-            self._local.scratch = scratch
+            scratch = hyperscan.Scratch(db)
+            setattr(self._local, name, scratch)
         return scratch
+
+    def _single_db(self) -> hyperscan.Database:
+        single = self._single
+        if single is None:
+            with self._lock:  # waits for the background compile
+                if self._single is None:  # it failed: its error surfaces here
+                    self._single = _compile(self.rules, hyperscan.HS_FLAG_SINGLEMATCH)
+                single = self._single
+        return single
 
     def scan(self, values: Sequence[str]) -> tuple[list[tuple[int, int]], bool]:
         """(value index, rule index) for each match, in the order of the match ends, and
         whether some value holds a NUL itself (patterns never match across one)."""
-        if not values:
+        if not values or self._db is None:
             return [], False
         joined = SEPARATOR.join(values)
         data = joined.encode("ascii") if joined.isascii() else utf8(joined)
         nul_inside = data.count(b"\x00") != len(values) - 1
         found: list[int] = []
-        self._db.scan(data, match_event_handler=_collect, context=found, scratch=self._scratch())
+        try:
+            self._db.scan(
+                data,
+                match_event_handler=_collect,
+                context=found,
+                scratch=self._scratch(self._db, "db"),
+            )
+        except hyperscan.ScanTerminated:
+            return self._each(values), nul_inside
         if not found:
             return [], nul_inside
         if len(values) == 1:
             return [(0, packed & 0xFFFF) for packed in found], nul_inside
+        if nul_inside:
+            return _by_lengths(values, found), True
         # The value of a match is the number of separators before its last byte. Matches come
         # by end offset, so one sweep of C-level counts maps them all (no per-value work).
         found.sort()
@@ -81,8 +136,26 @@ class Matcher:
             where.append((index, packed & 0xFFFF))
         return where, nul_inside
 
+    def _each(self, values: Sequence[str]) -> list[tuple[int, int]]:
+        """Value by value with the single-match database: each rule once per value."""
+        db = self._single_db()
+        scratch = self._scratch(db, "single")
+        where: list[tuple[int, int]] = []
+        for index, value in enumerate(values):
+            found: list[int] = []
+            db.scan(utf8(value), match_event_handler=_ids, context=found, scratch=scratch)
+            where.extend((index, rule) for rule in found)
+        return where
+
     def scan_bytes(self, data: bytes) -> list[int]:
         """The rule indexes that match in one raw buffer (each once, in first-match order)."""
         found: list[int] = []
-        self._db.scan(data, match_event_handler=_collect, context=found, scratch=self._scratch())
-        return list(dict.fromkeys(packed & 0xFFFF for packed in found))
+        db = self._single_db()
+        db.scan(data, match_event_handler=_ids, context=found, scratch=self._scratch(db, "single"))
+        return found
+
+
+def _by_lengths(values: Sequence[str], found: list[int]) -> list[tuple[int, int]]:
+    """Map match ends to values by their byte lengths (when a value holds a NUL itself)."""
+    starts = list(accumulate(len(utf8(v)) + 1 for v in values))  # where value i+1 begins
+    return [(bisect_right(starts, (packed >> 16) - 1), packed & 0xFFFF) for packed in found]

@@ -12,9 +12,10 @@ from guardrail_authz.payload.detect.base import Action, Rule, hit, trigger
 _S = r"[\s+]"  # a '+' stands for a space (query strings)
 _END = r"(?:\x00|$)"
 _META = r"(?:[;&|\n\r]+|\$\()[\s+]*"  # what starts a new command (backticks: own rule)
+_CHAIN = r"[;&|\n\r]+[\s+]*"  # the same without `$(`: "$(pwd)" and "$(ls)" are everyday shell
 # Commands that say something on their own: an option, a metacharacter or the end follows.
 _ALONE = (
-    r"(?:id|whoami|uname|hostname|pwd|ifconfig|ipconfig|netstat|ps|env|printenv|ls|"
+    r"(?:id|whoami|uname|hostname|pwd|ifconfig|ipconfig|netstat|env|printenv|ls|dir|"
     r"systeminfo|tasklist|getuid|groups|lsb_release|net[\s+]+(?:user|localgroup))"
 )
 _ALONE_END = rf"(?:{_S}+-{{1,2}}[a-z]+|{_S}+/[a-z]+\b|{_S}*(?:[;&#`'\")]|{_END}))"
@@ -29,15 +30,16 @@ _PATH_ARG = (
     rf"(?:{_S}+(?:-[\w-]+(?:{_S}+\d+)?{_S}+)*|{_S}*<{_S}*)['\"]?(?:/|~|\.{{1,2}}/|\$|\\|[a-z]:\\)"
 )
 _BIN = r"(?:(?:/usr(?:/local)?)?/s?bin/)"
-_ANY_CMD = (
-    r"(?:id|whoami|uname|hostname|pwd|ifconfig|ipconfig|netstat|ps|env|printenv|ls|dir|cat|"
-    r"head|tail|more|less|type|echo|printf|curl|wget|nc|ncat|netcat|telnet|ping|nslookup|"
-    r"dig|sleep|bash|sh|zsh|python[23]?|perl|ruby|php|node|rm|cp|mv|chmod|touch|base64|"
-    r"systeminfo|tasklist|powershell|cmd|certutil|bitsadmin|timeout|expr|find|grep|awk)"
+# What attackers run inside `$(...)` and backticks; not what scripts routinely substitute
+# ("$(pwd)", "$(date +%F)", "`ls`").
+_PROBE = (
+    r"(?:id|whoami|uname|hostname|ifconfig|ipconfig|netstat|printenv|curl|wget|nc|ncat|netcat|"
+    r"telnet|ping|nslookup|dig|sleep|bash|sh|zsh|python[23]?|perl|ruby|php|systeminfo|tasklist|"
+    r"powershell|cmd|certutil|bitsadmin|getuid)"
 )
 
 CMDI: tuple[Rule, ...] = (
-    hit("cmdi", "chained-command", rf"{_META}{_ALONE}{_ALONE_END}"),
+    hit("cmdi", "chained-command", rf"{_CHAIN}{_ALONE}{_ALONE_END}"),
     hit("cmdi", "chained-command", rf"{_META}{_FILES}{_PATH_ARG}"),
     hit(
         "cmdi",
@@ -51,7 +53,7 @@ CMDI: tuple[Rule, ...] = (
         "chained-command",
         rf"{_META}net{_S}+(?:user|localgroup|group|share|view|use|start|stop){_S}",
     ),
-    hit("cmdi", "chained-command", rf"{_META}(?:/usr(?:/local)?)?/s?bin/[a-z?*]"),
+    hit("cmdi", "chained-command", rf"{_META}{_BIN}(?:{_PROBE}|{_ALONE}|cat|[a-z]*[?*])\b"),
     hit(
         "cmdi",
         "chained-command",
@@ -79,10 +81,18 @@ CMDI: tuple[Rule, ...] = (
     hit(
         "cmdi",
         "chained-command",
-        rf"{_META}(?:useradd|adduser|chpasswd|crontab|visudo|mkfifo|nohup|sudo|su|kill|pkill|"
-        rf"killall|shutdown|reboot){_S}+-?[\w/]",
+        rf"{_META}(?:(?:useradd|adduser|chpasswd|visudo|mkfifo){_S}+-?[\w/]|"
+        rf"crontab{_S}+(?:-[rl]\b|/|-{_S}*{_END}))",
     ),
-    hit("cmdi", "subshell", rf"(?:\$|<|>)\({_S}*{_ANY_CMD}\b"),
+    hit("cmdi", "subshell", rf"(?:\$|<|>)\([\s+`]*{_BIN}?{_PROBE}\b"),
+    hit("cmdi", "subshell", rf"(?:\$|<|>)\([\s+`]*{_BIN}?(?:cat|head|tail|base64){_PATH_ARG}"),
+    # Pipes glued to a command with no spaces ("|id|", "a|id|"); "| id |" is a markdown table.
+    hit("cmdi", "chained-command", rf"\|{_ALONE}\|[\s;&]*{_END}"),
+    hit(
+        "cmdi",
+        "chained-command",
+        rf"{_META}(?:echo|printf)\b[^\x00;|&]*>{{1,2}}\s*['\"]?(?:/|~|\.{{1,2}}/|[a-z]:\\)",
+    ),
     hit("cmdi", "chained-command", rf"\|{_S}*base64{_S}+-(?:d|-decode)\b"),
     hit("cmdi", "ssi", r"<!--\s*#\s*(?:exec|include|echo|config|fsize|flastmod)\s+\w+\s*="),
     hit(
@@ -96,8 +106,8 @@ CMDI: tuple[Rule, ...] = (
     hit(
         "cmdi",
         "backtick",
-        rf"(?:^|\x00|[;&|=\w'\"])`{_S}*{_BIN}?{_ANY_CMD}\b[^`\x00]*`|"
-        rf"`{_S}*{_BIN}?{_ANY_CMD}\b[^`\x00]*`\.?\w",
+        rf"(?:^|\x00|[;&|=\w'\"])`{_S}*{_BIN}?{_PROBE}\b[^`\x00]*`|"
+        rf"`{_S}*{_BIN}?{_PROBE}\b[^`\x00]*`\.?\w",
     ),
     hit("cmdi", "ifs", r"\$\{IFS\}|\$IFS\b"),
     hit(
@@ -152,20 +162,29 @@ CMDI: tuple[Rule, ...] = (
     ),
 )
 
-_TARGETS = (
+# What a traversal reaches for. Strong targets count after one "../"; the weak ones (also
+# found in ordinary relative paths of a project) after two.
+_STRONG_TARGETS = (
     r"(?:etc[/\\]|proc[/\\]|windows\b|winnt\b|(?:boot|win|system)\.ini|\.env\b|\.git[/\\]|"
-    r"\.svn[/\\]|\.ssh[/\\]|\.aws[/\\]|\.docker[/\\]|\.kube[/\\]|\.htaccess|\.htpasswd|"
-    r"\.bash_history|\.npmrc|\.pgpass|web\.config|web-inf|meta-inf|wp-config|"
+    r"\.svn[/\\]|\.ssh[/\\]|\.aws[/\\]|\.htpasswd|web-inf|meta-inf|wp-config|"
+    r"id_(?:rsa|dsa|ecdsa|ed25519)|shadow|passwd|var[/\\](?:log|run)|root[/\\]|system32|"
+    r"inetpub|boot[/\\]|dev[/\\])"
+)
+_WEAK_TARGETS = (
+    r"(?:\.docker[/\\]|\.kube[/\\]|\.htaccess|\.bash_history|\.npmrc|\.pgpass|web\.config|"
     r"config\.(?:php|inc|json|ya?ml|xml)|settings\.py|appsettings|application\.(?:properties|ya?ml)|"
-    r"database\.yml|credentials|id_(?:rsa|dsa|ecdsa|ed25519)|shadow|passwd|"
-    r"var[/\\](?:log|www|run|lib)|root[/\\]|home[/\\]|usr[/\\]|tmp[/\\]|system32|inetpub|"
-    r"php\.ini|my\.cnf|boot[/\\]|dev[/\\])"
+    r"database\.yml|credentials|var[/\\](?:www|lib)|home[/\\]|usr[/\\]|tmp[/\\]|php\.ini|my\.cnf)"
 )
 _START = r"(?:^|\x00|=|file:/*)\s*"
 
 TRAVERSAL: tuple[Rule, ...] = (
     hit("traversal", "dotdot", r"(?:\.{2,};?[/\\]+){3}"),
-    hit("traversal", "dotdot", rf"\.{{2,}};?[/\\]+(?:[\w.-]*[/\\]+)*{_TARGETS}"),
+    hit("traversal", "dotdot", rf"\.{{2,}};?[/\\]+(?:[\w.-]*[/\\]+)*{_STRONG_TARGETS}"),
+    hit(
+        "traversal",
+        "dotdot",
+        rf"\.{{2,}};?[/\\]+(?:[\w.-]*[/\\]+)*\.{{2,}};?[/\\]+(?:[\w.-]*[/\\]+)*{_WEAK_TARGETS}",
+    ),
     hit("traversal", "dotdot-evasion", r"\.{4}[/\\]|\.\.;[/\\]|\.\.[/\\]{2}\.|\.\.\\/|\.\./\\"),
     hit(
         "traversal",
@@ -190,7 +209,9 @@ TRAVERSAL: tuple[Rule, ...] = (
         rf"{_START}/+(?:etc/(?:hosts|issue|hostname|group|resolv\.conf|crontab|fstab|mtab|motd|"
         r"profile|bashrc|environment|os-release|nginx/|apache2?/|httpd/|mysql/|php|ssh/|ssl/|"
         r"security/)|proc/(?:version|cpuinfo|meminfo|mounts|net/|self\b|\d+/)|root/|var/log/|"
-        r"home/[\w.-]+/\.|usr/local/etc/|dev/(?:tcp|udp|shm|mem|kmem)\b)",
+        r"home/[\w.-]+/\.|usr/local/etc/|dev/(?:tcp|udp|shm|mem|kmem)\b)|"
+        rf"{_START}~/\.(?:bash_history|zsh_history|ssh/|aws/|kube/|docker/|netrc|pgpass|"
+        r"git-credentials|bashrc|profile)",
     ),
     hit(
         "traversal",

@@ -80,8 +80,16 @@ SQLI: tuple[Rule, ...] = (
     hit(
         "sqli",
         "order-by-probe",
-        rf"['\")\d]{_S}*(?:order|group){_S}+by{_S}+\d+{_S}*(?:--|#|/\*|,|{_END})",
+        rf"(?:['\")\d]|^|\x00){_S}*(?:order|group){_S}+by{_S}+\d+{_S}*(?:--|#|/\*|,|{_END})",
     ),
+    # A value that is nothing but a tautology or a quote probe: "or 1=1--", "'||'", "'+'".
+    hit(
+        "sqli",
+        "tautology",
+        rf"(?:^|\x00){_S}*(?:or|\|\||and|&&|xor)[\s+(]+(?:(?:\d+|'\w*'|\"\w*\"){_S}*(?:=|<|>|like\b)"
+        rf"{_S}*(?:\d+|'\w*'|\"\w*\")|true\b|not{_S}+false\b)",
+    ),
+    hit("sqli", "quote-probe", rf"(?:^|\x00)\s*['\"]\s*(?:\|\||[-+&^*|])\s*['\"]\s*{_END}"),
     hit(
         "sqli",
         "function",
