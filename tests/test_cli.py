@@ -26,7 +26,10 @@ def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
 def test_validate_shipped_policies_ok() -> None:
     out = _run("validate", str(SHIPPED_POLICIES))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "ok: 5 policies (orders@1, profile@1, public@1, query-apis@1, search@1), 8 routes" in out.stdout
+    assert (
+        "ok: 5 policies (orders@1, profile@1, public@1, query-apis@1, search@1), 8 routes"
+        in out.stdout
+    )
 
 
 def test_validate_prints_every_error_with_file_line_field(tmp_path: Path) -> None:

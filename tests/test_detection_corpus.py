@@ -25,24 +25,28 @@ from guardrail_authz.payload.detect import DETECTORS
 MINIMUM = {"sqli": 40, "xss": 40, "cmdi": 40, "traversal": 40, "ssti": 40, "log4shell": 40}
 MINIMUM |= {"deserialization": 25, "ssrf": 25, "crlf": 25, "nosql": 25}
 BENIGN_MINIMUM = 600
-# Measured figures (docs/detection.md) less about 3 points: a detector that starts missing
-# what it caught, or flagging what it let through, fails here.
+# Floors: the measured rates in docs/detection.md less about 3 points (one or two attacks per
+# class), so a detector that starts missing what it caught fails here. Measured 2026-11: every
+# class at 100% but cmdi at 98.3% (misses `x;w`).
 DETECTION_FLOOR = {
-    "sqli": 0.0,
-    "xss": 0.0,
-    "cmdi": 0.0,
-    "traversal": 0.0,
-    "ssti": 0.0,
-    "log4shell": 0.0,
-    "deserialization": 0.0,
-    "ssrf": 0.0,
-    "crlf": 0.0,
-    "nosql": 0.0,
+    "sqli": 0.97,
+    "xss": 0.97,
+    "cmdi": 0.95,
+    "traversal": 0.96,
+    "ssti": 0.96,
+    "log4shell": 0.96,
+    "deserialization": 0.97,
+    "ssrf": 0.97,
+    "crlf": 0.96,
+    "nosql": 0.97,
 }
 OWN_DETECTOR_FLOOR = dict(DETECTION_FLOOR)
-# Ceilings on the share of each benign kind that trips any detector; kinds not listed get 0.
-FP_CEILING: dict[str, float] = {}
-FP_OVERALL_CEILING = 1.0  # all kinds except APART (code, rich_text)
+# Ceilings: benign entries a kind may have flagged, the measured count plus one (the kinds are
+# small, so a rate would allow several at once); measured: code 2, every other kind 0.
+FP_ALLOWED = {"code": 3}
+FP_ALLOWED_DEFAULT = 1
+FP_OVERALL_CEILING = 0.005  # all kinds but APART (code, rich_text); measured 0.0%
+FP_ALL_KINDS_CEILING = 0.006  # measured 0.2%
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +142,11 @@ def test_false_positive_rate_per_kind(evaluation: Evaluation) -> None:
     over = {
         k.kind: [p for p, _ in k.flagged]
         for k in evaluation.kinds
-        if k.rate() > FP_CEILING.get(k.kind, 0.0)
+        if len(k.flagged) > FP_ALLOWED.get(k.kind, FP_ALLOWED_DEFAULT)
     }
     assert not over
 
 
 def test_false_positive_rate_overall(evaluation: Evaluation) -> None:
     assert evaluation.fp_rate() <= FP_OVERALL_CEILING
+    assert evaluation.fp_rate(apart=True) <= FP_ALL_KINDS_CEILING

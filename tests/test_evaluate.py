@@ -361,7 +361,9 @@ def test_decision_ids_unique_across_threads() -> None:
 def test_shipped_snapshot_version() -> None:
     """name@version of each policy, sorted, then '#' and 12 hex digits of the content hash."""
     snapshot = load_directory(REPO / "policies")
-    assert re.fullmatch(r"orders@1,profile@1,public@1,query-apis@1,search@1#[0-9a-f]{12}", snapshot.version)
+    assert re.fullmatch(
+        r"orders@1,profile@1,public@1,query-apis@1,search@1#[0-9a-f]{12}", snapshot.version
+    )
     assert snapshot.version.endswith("#" + snapshot.content_hash)
     assert snapshot.policies == (
         ("orders", "1"),
