@@ -175,7 +175,7 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 def test_anything_else_denied_by_default(stack: EnvoyStack) -> None:
-    for method, path in (("GET", "/admin"), ("POST", "/api/orders"), ("GET", "/public/ping/x")):
+    for method, path in (("GET", "/admin"), ("PUT", "/api/orders"), ("GET", "/public/ping/x")):
         r = stack.request(method, path, {"x-api-key": "demo-admin-key"})
         assert r.status == 403, (method, path)
         assert r.json()["reason"] == "route_not_found"
