@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import docsection
 from guardrail_authz.payload.detect import DETECTORS, Hit, Inspector, inspector
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -393,14 +394,7 @@ def render(ev: Evaluation, date: str) -> str:
 
 def write_section(doc: Path, section: str) -> None:
     """Replace the delimited results section of doc, keeping the hand-written part above it."""
-    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Detection\n\n"
-    start, end = text.find(START), text.find(END)
-    if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(END) :].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text, encoding="utf-8")
+    docsection.write_section(doc, section, START, END, "# Detection")
 
 
 def _print(ev: Evaluation) -> None:

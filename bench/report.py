@@ -14,7 +14,7 @@ import grpc
 from google.protobuf import __version__ as protobuf_version
 from google.protobuf.internal import api_implementation
 
-from bench import envoyreport, identitybench, payloadbench
+from bench import docsection, envoyreport, identitybench, payloadbench
 from bench.engine import EngineResult
 from bench.envoybench import EnvoyReport
 from bench.identitybench import IdentityReport
@@ -239,12 +239,5 @@ def render(
 
 
 def write_section(doc: Path, section: str) -> None:
-    """Replace the delimited results section of doc (appending it when there is none)."""
-    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n\n"
-    start, end = text.find(START), text.find(END)
-    if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(END) :].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text, encoding="utf-8")
+    """Replace the delimited results section of doc, keeping the hand-written part above it."""
+    docsection.write_section(doc, section, START, END, "# Benchmarks")

@@ -817,11 +817,11 @@ def test_strings_and_keys_of_json() -> None:
     )
 
 
-def test_strings_order_is_stable_and_containers_follow_document_order() -> None:
+def test_strings_come_depth_first_in_document_order() -> None:
     body = _parse(b'{"a": {"b": "1"}, "c": "2", "d": ["3", {"e": "4"}]}', "application/json")
     assert list(strings(body)) == [
-        ("body.c", "2"),
         ("body.a.b", "1"),
+        ("body.c", "2"),
         ("body.d[0]", "3"),
         ("body.d[1].e", "4"),
     ]

@@ -34,6 +34,7 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTAINERS = frozenset({dict, list})
+_KEY_MARKS = re.compile(r"[$%\r\n]|[^\x00-\x7f]")  # what a key detector needs to fire
 _STEPS = bytes.maketrans(b"[]", b"\x01\xff")  # +1 and -1 as signed bytes
 _LONG_BRACKETS = 4096
 
@@ -103,9 +104,9 @@ def parse_body(raw: bytes, content_type: str | None, limits: BodyLimits) -> Pars
 
 
 def strings(body: ParsedBody) -> Iterator[tuple[str, str]]:
-    """Every (field path, string value) to inspect; each object's own strings come first."""
+    """Every (field path, string value) to inspect, depth first in document order."""
     if body.kind == "json":
-        yield from _json_strings(body.json)
+        yield from _walk(body.json, every_key=False)[0]
     elif body.kind in ("form", "multipart"):
         for name, value in body.fields:
             yield json_path("form", (name,)), value
@@ -118,7 +119,7 @@ def strings(body: ParsedBody) -> Iterator[tuple[str, str]]:
 def keys(body: ParsedBody) -> Iterator[tuple[str, str]]:
     """Every (path of the containing object, key) for JSON objects and form field names."""
     if body.kind == "json":
-        yield from _json_keys(body.json)
+        yield from _walk(body.json, every_key=True)[1]
     elif body.kind in ("form", "multipart"):
         for name, _ in body.fields:
             yield "form", name
@@ -128,12 +129,17 @@ def keys(body: ParsedBody) -> Iterator[tuple[str, str]]:
 
 def inspectable(body: ParsedBody) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """What the detectors look at, in one pass: every (field path, string value) as
-    `strings()` gives them (depth first, in document order), and the (object path, key) of
-    the keys a key detector could fire on: those holding `$`, `%`, CR, LF or non-ASCII
-    characters (NoSQL operators and CR/LF injection need one of them). Form and multipart
-    field names are all kept."""
+    `strings()` gives them, and the (object path, key) of the keys a key detector could fire
+    on: those holding `$`, `%`, CR, LF or non-ASCII characters (NoSQL operators and CR/LF
+    injection need one of them). Form and multipart field names are all kept."""
     if body.kind != "json":
         return list(strings(body)), list(keys(body))
+    return _walk(body.json, every_key=False)
+
+
+def _walk(root: object, *, every_key: bool) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(path, string) pairs depth first in document order, and (object path, key) pairs:
+    every key, or only those with `$`, `%`, CR, LF or non-ASCII characters."""
     values: list[tuple[str, str]] = []
     found: list[tuple[str, str]] = []
     segments: dict[str, str] = {}
@@ -150,7 +156,7 @@ def inspectable(body: ParsedBody) -> tuple[list[tuple[str, str]], list[tuple[str
                         values.append((path + segment, value))
                     else:
                         walk(value, path + segment)
-                if not key.isascii() or "$" in key or "%" in key or "\r" in key or "\n" in key:
+                if every_key or _KEY_MARKS.search(key) is not None:
                     found.append((path, key))
         else:
             for i, value in enumerate(node):
@@ -160,7 +166,6 @@ def inspectable(body: ParsedBody) -> tuple[list[tuple[str, str]], list[tuple[str
                 elif kind is dict or kind is list:
                     walk(value, f"{path}[{i}]")
 
-    root = body.json
     if type(root) is str:
         values.append(("body", root))
     elif type(root) in _CONTAINERS:
@@ -179,60 +184,6 @@ def _segment(part: str | int) -> str:
     if _IDENTIFIER.fullmatch(part):
         return "." + part
     return "[" + json.dumps(part, ensure_ascii=False) + "]"
-
-
-def _json_strings(root: object) -> Iterator[tuple[str, str]]:
-    """(path, string) pairs of a parsed document, iteratively.
-
-    A container's own strings come before those of the containers nested in it; containers
-    are visited in document order. Key segments are formatted once per document.
-    """
-    if type(root) is str:
-        yield "body", root
-    segments: dict[str, str] = {}
-    stack: list[tuple[str, Any]] = [("body", root)] if type(root) in _CONTAINERS else []
-    while stack:
-        path, node = stack.pop()
-        nested: list[tuple[str, Any]] = []
-        if type(node) is dict:
-            for key, value in node.items():
-                kind = type(value)
-                if kind is str or kind is dict or kind is list:
-                    segment = segments.get(key) or segments.setdefault(key, _segment(key))
-                    if kind is str:
-                        yield path + segment, value
-                    else:
-                        nested.append((path + segment, value))
-        else:
-            for i, value in enumerate(node):
-                kind = type(value)
-                if kind is str:
-                    yield f"{path}[{i}]", value
-                elif kind is dict or kind is list:
-                    nested.append((f"{path}[{i}]", value))
-        nested.reverse()
-        stack += nested
-
-
-def _json_keys(root: object) -> Iterator[tuple[str, str]]:
-    """(object path, key) pairs of a parsed document, in the order of _json_strings."""
-    segments: dict[str, str] = {}
-    stack: list[tuple[str, Any]] = [("body", root)] if type(root) in _CONTAINERS else []
-    while stack:
-        path, node = stack.pop()
-        nested: list[tuple[str, Any]] = []
-        if type(node) is dict:
-            for key, value in node.items():
-                yield path, key
-                if type(value) in _CONTAINERS:
-                    segment = segments.get(key) or segments.setdefault(key, _segment(key))
-                    nested.append((path + segment, value))
-        else:
-            for i, value in enumerate(node):
-                if type(value) in _CONTAINERS:
-                    nested.append((f"{path}[{i}]", value))
-        nested.reverse()
-        stack += nested
 
 
 def _allowed(media_type: str, patterns: tuple[str, ...]) -> bool:
@@ -332,8 +283,8 @@ def _count_values(root: object) -> int:
 
 
 def _has_lone_surrogate(root: object) -> bool:
-    walks = (_json_strings(root), _json_keys(root))
-    return any(_LONE_SURROGATE.search(item) for walk in walks for _, item in walk)
+    values, every_key = _walk(root, every_key=True)
+    return any(_LONE_SURROGATE.search(item) for walk in (values, every_key) for _, item in walk)
 
 
 def _parse_form(
