@@ -128,7 +128,10 @@ class SchemaConverter:
             self.doc.error("openapi.ref", msg, where)
             return None
         escaped, _, tail = ref[len(_COMPONENT) :].partition("/")
-        if unescape(escaped) not in self.doc.schemas() or resolve_pointer(self.doc.data, ref) is None:
+        if (
+            unescape(escaped) not in self.doc.schemas()
+            or resolve_pointer(self.doc.data, ref) is None
+        ):
             self.doc.error("openapi.ref", f"{ref!r} does not resolve in this document", where)
             return None
         deps.add(unescape(escaped))
