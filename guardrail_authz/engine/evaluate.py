@@ -496,10 +496,12 @@ def _fail_open(
 
 
 def _detail(d: Decision, detail: dict[str, str]) -> None:
-    """Add what a payload guardrail found (field, rule, detector) to the deny body."""
+    """Add what a payload guardrail found (field, rule, detector, signature) to the deny body
+    and, as `name:value` reasons, to the audit record."""
     body = json.loads(d.body)
     body.update(detail)
     d.body = json.dumps(body, separators=(",", ":"))
+    d.reasons.extend(f"{name}:{value}" for name, value in detail.items() if name != "detector")
 
 
 def _deny(

@@ -142,22 +142,22 @@ def _walk(root: object, *, every_key: bool) -> tuple[list[tuple[str, str]], list
     every key, or only those with `$`, `%`, CR, LF or non-ASCII characters."""
     values: list[tuple[str, str]] = []
     found: list[tuple[str, str]] = []
-    segments: dict[str, str] = {}
+    seen: dict[str, tuple[str, bool]] = {}  # key -> (path segment, kept as a key?)
 
     def walk(node: Any, path: str) -> None:  # depth is bounded by BodyLimits.max_depth
         if type(node) is dict:
             for key, value in node.items():
-                kind = type(value)
-                if kind is str or kind is dict or kind is list:
-                    segment = segments.get(key)
-                    if segment is None:
-                        segment = segments[key] = _segment(key)
-                    if kind is str:
-                        values.append((path + segment, value))
-                    else:
-                        walk(value, path + segment)
-                if every_key or _KEY_MARKS.search(key) is not None:
+                known = seen.get(key)
+                if known is None:
+                    keep = every_key or _KEY_MARKS.search(key) is not None
+                    known = seen[key] = (_segment(key), keep)
+                if known[1]:
                     found.append((path, key))
+                kind = type(value)
+                if kind is str:
+                    values.append((path + known[0], value))
+                elif kind is dict or kind is list:
+                    walk(value, path + known[0])
         else:
             for i, value in enumerate(node):
                 kind = type(value)
