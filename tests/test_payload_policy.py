@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guardrail_authz.engine.evaluate import evaluate
-from guardrail_authz.engine.request import RequestView
+from guardrail_authz.engine.request import BadRequestError, RequestView
 from guardrail_authz.payload.body import BodyLimits, inspectable, keys, parse_body, strings
 from guardrail_authz.policy.compile import load_directory
 from guardrail_authz.policy.errors import PolicyLoadError
@@ -192,13 +192,21 @@ def test_policy_inspect_is_the_routes_default(tmp_path: Path) -> None:
     assert _decide(snapshot, "POST", "/plain", attack)["allowed"] is True
 
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=30,
-)
+def _documents(*, infinity: bool) -> st.SearchStrategy[object]:
+    """Random JSON-able documents (floats may include infinities, which JSON refuses)."""
+    floats = st.floats(allow_nan=False, allow_infinity=infinity)
+    scalars = st.none() | st.booleans() | st.integers() | floats | st.text(max_size=20)
+    return st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=30,
+    )
+
+
+JSON = _documents(infinity=True)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -244,3 +252,55 @@ def test_inspectable_gives_every_string_and_the_keys_detectors_can_fire_on() -> 
     assert sorted(k for _, k in found) == sorted(["$ne", "$where", "\uff04gt", "e%0d%0aSet-Cookie"])
     every = {k for _, k in keys(body)}
     assert {k for _, k in found} <= every
+
+
+def _notes(tmp_path_factory: pytest.TempPathFactory, body: bytes) -> str:
+    view = RequestView(
+        method="POST", raw_path="/notes", host="h",
+        headers={"content-type": "application/json"}, body=body,
+    )  # fmt: skip
+    return evaluate(_snapshot(tmp_path_factory), view, "did").reason
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[" * 16 + b"]" * 16, "allowed"),  # maxDepth: 16
+        (b"[" * 17 + b"]" * 17, "json_too_deep"),
+        (b'{"a":' * 17 + b"1" + b"}" * 17, "json_too_deep"),
+        (b"[" * 50_000 + b"]" * 50_000, "json_too_deep"),  # deeper than Python recurses
+        (json.dumps(list(range(1999))).encode(), "allowed"),  # maxElements: 2000 with the root
+        (json.dumps(list(range(2000))).encode(), "json_too_many_elements"),
+        (json.dumps({str(i): [i] for i in range(999)}).encode(), "allowed"),  # 1 + 999 + 999
+        (json.dumps({str(i): [i] for i in range(1000)}).encode(), "json_too_many_elements"),
+    ],
+)
+def test_inspected_routes_bound_the_json_shape_while_walking(
+    tmp_path_factory: pytest.TempPathFactory, body: bytes, reason: str
+) -> None:
+    assert _notes(tmp_path_factory, body) == reason
+
+
+SMALL = BodyLimits(max_depth=3, max_elements=12)
+
+
+FINITE_JSON = _documents(infinity=False)
+
+
+@settings(max_examples=400, deadline=None)
+@given(doc=FINITE_JSON)
+def test_walking_bounds_the_shape_as_the_prescan_does(doc: object) -> None:
+    """Parsing with the byte pre-scan, and parsing then walking, refuse the same valid
+    documents for the same reason (for invalid JSON the two may name the other fault)."""
+    raw = json.dumps(doc).encode()
+
+    def outcome(walk: bool) -> str:
+        try:
+            body = parse_body(raw, "application/json", SMALL, walk=walk)
+            if walk:
+                inspectable(body, SMALL)
+        except BadRequestError as bad:
+            return bad.reason
+        return "ok"
+
+    assert outcome(walk=True) == outcome(walk=False)

@@ -87,10 +87,7 @@ def evaluate(
             )
         return _decide(snapshot, view, decision_id, route, runtime or _OFFLINE)
     except BadRequestError as bad:
-        d = _deny(snapshot.version, decision_id, route, bad.status, bad.reason, bad.message)
-        if isinstance(bad, PayloadDeniedError):
-            _detail(d, bad.detail)
-        return d
+        return _refuse(snapshot, decision_id, route, bad)
     except Exception:
         log.exception("evaluation failed (decision %s)", decision_id)
         if route is not None and route.policy.fail_open:
@@ -163,11 +160,7 @@ def _decide(
         try:
             found = check_payload(payload, view)
         except BadRequestError as bad:
-            d = _deny(snapshot.version, did, route, bad.status, bad.reason, bad.message)
-            d.principal = caller.principal
-            if isinstance(bad, PayloadDeniedError):
-                _detail(d, bad.detail)
-            return d
+            return _refuse(snapshot, did, route, bad, caller.principal)
         caller.actions = found.actions
         monitored = found.monitored
     decision = _ruled(snapshot, view, did, route, runtime, caller)
@@ -495,13 +488,21 @@ def _fail_open(
     return d
 
 
-def _detail(d: Decision, detail: dict[str, str]) -> None:
-    """Add what a payload guardrail found (field, rule, detector, signature) to the deny body
-    and, as `name:value` reasons, to the audit record."""
-    body = json.loads(d.body)
-    body.update(detail)
-    d.body = json.dumps(body, separators=(",", ":"))
-    d.reasons.extend(f"{name}:{value}" for name, value in detail.items() if name != "detector")
+def _refuse(
+    snapshot: PolicySnapshot,
+    did: str,
+    route: CompiledRoute | None,
+    bad: BadRequestError,
+    principal: str | None = None,
+) -> Decision:
+    """The denial for a request whose attributes or payload a guardrail refused; what a
+    payload guardrail found (field, rule, detector, signature) goes into the deny body and,
+    as `name:value` reasons, into the audit record."""
+    detail = bad.detail if isinstance(bad, PayloadDeniedError) else None
+    d = _deny(snapshot.version, did, route, bad.status, bad.reason, bad.message, principal, detail)
+    if detail:
+        d.reasons.extend(f"{k}:{v}" for k, v in detail.items() if k != "detector")
+    return d
 
 
 def _deny(
@@ -512,12 +513,15 @@ def _deny(
     reason: str,
     message: str,
     principal: str | None = None,
+    detail: dict[str, str] | None = None,
 ) -> Decision:
     d = Decision(False, status, reason, did, version, principal=principal, message=message)
     _describe(d, route)
     d.reasons.append(reason)
     error = _ERRORS.get(status, "denied")
     body = {"error": error, "reason": reason, "message": message, "decision_id": did}
+    if detail:
+        body.update(detail)
     d.deny_headers = [
         ("content-type", "application/json"),
         (DECISION_ID_HEADER, did),

@@ -72,8 +72,14 @@ class ParsedBody:
     files: tuple[FilePart, ...] = ()
 
 
-def parse_body(raw: bytes, content_type: str | None, limits: BodyLimits) -> ParsedBody:
-    """Parse a request body; raises BadRequestError (4xx) for anything the route must refuse."""
+def parse_body(
+    raw: bytes, content_type: str | None, limits: BodyLimits, *, walk: bool = False
+) -> ParsedBody:
+    """Parse a request body; raises BadRequestError (4xx) for anything the route must refuse.
+
+    `walk=True` leaves a JSON document's depth and value count to `inspectable(body, limits)`,
+    which the caller must call next (it walks the document anyway, so the byte pre-scan that
+    bounds them before parsing is skipped); json.loads' own recursion guard still holds."""
     raw = bytes(raw)
     if len(raw) > limits.max_bytes:
         raise BadRequestError(413, "body_too_large", "request body exceeds the route's size limit")
@@ -86,7 +92,7 @@ def parse_body(raw: bytes, content_type: str | None, limits: BodyLimits) -> Pars
         msg = "content type is not accepted by this route"
         raise BadRequestError(415, "unsupported_content_type", msg)
     if media_type == "application/json" or media_type.endswith("+json"):
-        value, text = _parse_json(raw, charset, limits)
+        value, text = _parse_json(raw, charset, None if walk else limits)
         return ParsedBody(media_type, charset, "json", raw, json=value, text=text)
     if media_type == "application/x-www-form-urlencoded":
         text, fields = _parse_form(raw, charset, limits)
@@ -127,24 +133,37 @@ def keys(body: ParsedBody) -> Iterator[tuple[str, str]]:
             yield "file", part.field
 
 
-def inspectable(body: ParsedBody) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def inspectable(
+    body: ParsedBody, limits: BodyLimits | None = None
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """What the detectors look at, in one pass: every (field path, string value) as
     `strings()` gives them, and the (object path, key) of the keys a key detector could fire
     on: those holding `$`, `%`, CR, LF or non-ASCII characters (NoSQL operators and CR/LF
-    injection need one of them). Form and multipart field names are all kept."""
+    injection need one of them). Form and multipart field names are all kept. With `limits`
+    (a body parsed with `walk=True`), a JSON document deeper or larger than they allow is
+    refused here: 400 json_too_deep or json_too_many_elements."""
     if body.kind != "json":
         return list(strings(body)), list(keys(body))
-    return _walk(body.json, every_key=False)
+    return _walk(body.json, every_key=False, limits=limits)
 
 
-def _walk(root: object, *, every_key: bool) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def _walk(
+    root: object, *, every_key: bool, limits: BodyLimits | None = None
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(path, string) pairs depth first in document order, and (object path, key) pairs:
-    every key, or only those with `$`, `%`, CR, LF or non-ASCII characters."""
+    every key, or only those with `$`, `%`, CR, LF or non-ASCII characters; with `limits`,
+    their depth and value count are enforced on the way."""
     values: list[tuple[str, str]] = []
     found: list[tuple[str, str]] = []
     seen: dict[str, tuple[str, bool]] = {}  # key -> (path segment, kept as a key?)
+    max_depth = limits.max_depth if limits is not None else MAX_JSON_DEPTH
+    members = 0  # values inside containers; the document holds 1 + members values
 
-    def walk(node: Any, path: str) -> None:  # depth is bounded by BodyLimits.max_depth
+    def walk(node: Any, path: str, depth: int) -> None:
+        nonlocal members
+        if depth > max_depth:
+            raise BadRequestError(400, "json_too_deep", "JSON body is nested too deeply")
+        members += len(node)
         if type(node) is dict:
             for key, value in node.items():
                 known = seen.get(key)
@@ -157,19 +176,21 @@ def _walk(root: object, *, every_key: bool) -> tuple[list[tuple[str, str]], list
                 if kind is str:
                     values.append((path + known[0], value))
                 elif kind is dict or kind is list:
-                    walk(value, path + known[0])
+                    walk(value, path + known[0], depth + 1)
         else:
             for i, value in enumerate(node):
                 kind = type(value)
                 if kind is str:
                     values.append((f"{path}[{i}]", value))
                 elif kind is dict or kind is list:
-                    walk(value, f"{path}[{i}]")
+                    walk(value, f"{path}[{i}]", depth + 1)
 
     if type(root) is str:
         values.append(("body", root))
     elif type(root) in _CONTAINERS:
-        walk(root, "body")
+        walk(root, "body", 1)
+    if limits is not None and 1 + members > limits.max_elements:
+        raise BadRequestError(400, "json_too_many_elements", "JSON body has too many values")
     return values, found
 
 
@@ -199,17 +220,20 @@ def _reject_constant(name: str) -> object:
     raise ValueError(name)
 
 
-def _parse_json(raw: bytes, charset: str, limits: BodyLimits) -> tuple[object, str]:
-    """Bound depth and size by a linear pre-scan, then json.loads; never recurses deeply."""
+def _parse_json(raw: bytes, charset: str, limits: BodyLimits | None) -> tuple[object, str]:
+    """Bound depth and size by a linear pre-scan (unless `limits` is None: the caller walks
+    the document), then json.loads; never recurses deeply."""
     text = decode(raw, charset)
     scan = raw if CHARSETS[charset] in ASCII_SAFE else text.encode("utf-8")
     backslashes = scan.count(b"\\")
-    maybe_more = _prescan(scan, backslashes, limits)
+    maybe_more = _prescan(scan, backslashes, limits) if limits is not None else False
     try:
         value = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
+    except RecursionError:  # only without the pre-scan: deeper than Python recurses
+        raise BadRequestError(400, "json_too_deep", "JSON body is nested too deeply") from None
+    except ValueError:
         raise BadRequestError(400, "malformed_json", "request body is not valid JSON") from None
-    if maybe_more and _count_values(value) > limits.max_elements:
+    if maybe_more and limits is not None and _count_values(value) > limits.max_elements:
         raise BadRequestError(400, "json_too_many_elements", "JSON body has too many values")
     if backslashes and _SURROGATE_ESCAPE.search(scan) is not None and _has_lone_surrogate(value):
         raise BadRequestError(400, "malformed_json", "JSON string holds a lone surrogate")

@@ -91,8 +91,12 @@ def check_payload(plan: PayloadPlan, view: RequestView) -> PayloadResult:
     """Run a route's payload guardrails; raises BadRequestError (or PayloadDeniedError) to deny."""
     body: ParsedBody | None = None
     partial_text: str | None = None
+    inspects = plan.block is not None or plan.watch is not None
+    found: tuple[list[tuple[str, str]], list[tuple[str, str]]] = ([], [])
     if plan.needs_body:
-        body, partial_text = _read_body(plan, view)
+        body, partial_text = _read_body(plan, view, walk=inspects)
+    if body is not None and inspects:
+        found = inspectable(body, plan.limits)  # also bounds the JSON document's shape
     if body is not None and not (plan.body_optional and body.kind == "empty"):
         _check_schema(plan.body_schema, body)
     if plan.query_schema is not None:
@@ -104,14 +108,16 @@ def check_payload(plan: PayloadPlan, view: RequestView) -> PayloadResult:
         present = {n: [view.headers[n]] for n in hs.names if n in view.headers}
         _violate(hs.compiled.check(coerce(present, hs.source)))
     result = PayloadResult()
-    if plan.block is not None or plan.watch is not None:
-        _inspect(plan, view, body, partial_text, result)
+    if inspects:
+        _inspect(plan, view, body, found, partial_text, result)
     if plan.actions is not None:
         result.actions = _actions(plan.actions, view, body)
     return result
 
 
-def _read_body(plan: PayloadPlan, view: RequestView) -> tuple[ParsedBody | None, str | None]:
+def _read_body(
+    plan: PayloadPlan, view: RequestView, *, walk: bool
+) -> tuple[ParsedBody | None, str | None]:
     limit = plan.limits.max_bytes
     declared = view.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -122,7 +128,8 @@ def _read_body(plan: PayloadPlan, view: RequestView) -> tuple[ParsedBody | None,
             raise BadRequestError(413, "body_too_large", msg)
         # Inspect what arrived as text: a truncated document cannot be parsed or validated.
         return None, view.body[:limit].decode("utf-8", "replace")
-    return parse_body(view.body, view.headers.get("content-type"), plan.limits), None
+    content_type = view.headers.get("content-type")
+    return parse_body(view.body, content_type, plan.limits, walk=walk), None
 
 
 def _check_schema(schema: CompiledSchema | None, body: ParsedBody) -> None:
@@ -144,14 +151,12 @@ def _inspect(
     plan: PayloadPlan,
     view: RequestView,
     body: ParsedBody | None,
+    found: tuple[list[tuple[str, str]], list[tuple[str, str]]],
     partial_text: str | None,
     result: PayloadResult,
 ) -> None:
-    values: list[tuple[str, str]] = []
-    names: list[tuple[str, str]] = []
-    if body is not None:
-        values, names = inspectable(body)
-    elif partial_text is not None:
+    values, names = found  # the body's strings and keys
+    if partial_text is not None:
         values.append(("body", partial_text))
     if plan.inspect_query:
         for name, items in view.query_lists().items():

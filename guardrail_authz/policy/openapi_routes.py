@@ -13,6 +13,7 @@ from guardrail_authz.policy.source import (
     BodySpec,
     Match,
     OnAllow,
+    OpenApiSpec,
     Policy,
     Route,
     SchemaSpec,
@@ -42,13 +43,11 @@ def import_openapi(
         return doc  # reported by read_text
     digest.update(name.encode() + b"\0" + text.encode() + b"\0")
     watched.append(path)
-    routes = tuple(_route(op, doc, name) for op in parse_openapi(text, name, sink))
+    routes = tuple(_route(op, spec, name) for op in parse_openapi(text, name, sink))
     return replace(doc, routes=doc.routes + routes)
 
 
-def _route(op: ImportedOperation, policy: Policy, file: str) -> Route:
-    spec = policy.openapi
-    assert spec is not None  # noqa: S101 - only called for policies with openapi
+def _route(op: ImportedOperation, spec: OpenApiSpec, file: str) -> Route:
     where = Where(file, op.line, f"paths.{op.path}.{op.method.lower()}")
     match = Match(None, None, (op.method,), (op.path,), (), where)
     schema = None
