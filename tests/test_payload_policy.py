@@ -304,3 +304,79 @@ def test_walking_bounds_the_shape_as_the_prescan_does(doc: object) -> None:
         return "ok"
 
     assert outcome(walk=True) == outcome(walk=False)
+
+
+PATHS = """\
+apiVersion: guardrail-authz/v1
+kind: GuardrailPolicy
+metadata: {name: paths}
+spec:
+  routes:
+    - name: one
+      match: {paths: ["/orders/{id}/lines/{line}"]}
+      schema:
+        path:
+          type: object
+          properties:
+            id: {type: integer, minimum: 1}
+            line: {type: string, pattern: "^[a-z]+$"}
+      rules: [{name: anyone, effect: allow}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "rule"),
+    [
+        ("/orders/42/lines/abc", None, None),
+        ("/orders/0/lines/abc", "path.id", "minimum"),
+        ("/orders/x/lines/abc", "path.id", "type"),
+        ("/orders/7/lines/ABC", "path.line", "pattern"),
+    ],
+)
+def test_path_parameters_are_typed_by_the_path_schema(
+    tmp_path: Path, path: str, field: str | None, rule: str | None
+) -> None:
+    d = _decide(_load(tmp_path, PATHS), "GET", path)
+    if field is None:
+        assert d["allowed"] is True
+    else:
+        assert (d["status"], d["reason"]) == (400, "schema_violation")
+        reasons = d["reasons"]
+        assert isinstance(reasons, list)
+        assert f"field:{field}" in reasons
+        assert f"rule:{rule}" in reasons
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ('["/orders/{id}/lines/{line}", "/o/{id}"]', "exactly one path template"),
+        ('["/orders/{id}/lines/{n}"]', "line, not parameters"),
+    ],
+)
+def test_path_schema_needs_one_template_naming_its_parameters(
+    tmp_path: Path, change: str, message: str
+) -> None:
+    text = PATHS.replace('["/orders/{id}/lines/{line}"]', change)
+    (tmp_path / "policy.yaml").write_text(text)
+    with pytest.raises(PolicyLoadError) as err:
+        load_directory(tmp_path)
+    found = [e for e in err.value.errors if e.code == "schema.path"]
+    assert found, err.value.render()
+    assert message in found[0].message
+    assert found[0].field == "spec.routes[0].schema.path"
+
+
+def test_openapi_path_parameters_are_checked(tmp_path: Path) -> None:
+    doc = tmp_path / "orders.openapi.yaml"
+    doc.write_text(
+        (FIXTURES / "orders.openapi.yaml")
+        .read_text()
+        .replace("format: uuid", "pattern: '^[0-9a-f-]{36}$'")
+    )
+    snapshot = _load(tmp_path, OPENAPI_POLICY)
+    uuid = "3f2a9c0d-1b4e-4c1a-9f00-0123456789ab"
+    assert _decide(snapshot, "GET", f"/orders/{uuid}")["allowed"] is True
+    bad = _decide(snapshot, "GET", "/orders/42")
+    assert (bad["status"], bad["reason"]) == (400, "schema_violation")
+    assert "field:path.id" in str(bad["reasons"])

@@ -48,7 +48,9 @@ class SchemaPlan:
 
     compiled: CompiledSchema
     source: Mapping[str, Any]
-    names: tuple[str, ...] = ()  # headers: the names the schema lists
+    # headers: the names the schema lists; path: the parameter name of each template
+    # segment ("" for a literal one)
+    names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class PayloadPlan:
     body_optional: bool = False
     query_schema: SchemaPlan | None = None
     header_schema: SchemaPlan | None = None
+    path_schema: SchemaPlan | None = None
     block: Inspector | None = None  # detectors that deny
     watch: Inspector | None = None  # detectors in monitor mode
     inspect_headers: tuple[str, ...] = ()
@@ -103,6 +106,10 @@ def check_payload(plan: PayloadPlan, view: RequestView) -> PayloadResult:
         _violate(
             plan.query_schema.compiled.check(coerce(view.query_lists(), plan.query_schema.source))
         )
+    if plan.path_schema is not None:
+        ps = plan.path_schema
+        params = {n: [seg] for n, seg in zip(ps.names, view.segments, strict=False) if n}
+        _violate(ps.compiled.check(coerce(params, ps.source)))
     if plan.header_schema is not None:
         hs = plan.header_schema
         present = {n: [view.headers[n]] for n in hs.names if n in view.headers}

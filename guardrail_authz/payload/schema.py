@@ -26,7 +26,7 @@ __all__ = [
     "resolve_pointer",
 ]
 
-BASES = ("body", "query", "header")
+BASES = ("body", "query", "header", "path")
 # fancy-regex backtracks only for look-around and back-references; bound it (ReDoS).
 _PATTERNS = jsonschema_rs.FancyRegexOptions(backtrack_limit=100_000)
 

@@ -48,6 +48,9 @@ def compile_payload(policy: Policy, route: Route, sink: ErrorSink) -> PayloadPla
         fields["body_optional"] = schema.body_optional
         fields["query_schema"] = _schema_plan(schema.query, "query", strict, w, sink)
         fields["header_schema"] = _schema_plan(schema.headers, "header", strict, w, sink)
+        params = _schema_plan(schema.path, "path", strict, w, sink)
+        if params is not None:
+            fields["path_schema"] = _path_positions(params, route, sink)
     if inspect is not None:
         fields.update(_inspection(inspect, sink))
     if actions is not None:
@@ -55,6 +58,26 @@ def compile_payload(policy: Policy, route: Route, sink: ErrorSink) -> PayloadPla
         path = tuple(actions.field.split(".")) if actions.field else ()
         fields["actions"] = ActionsPlan(actions.kind, path, actions.dialect, limits_gql)
     return replace(plan, **fields)
+
+
+def _path_positions(plan: SchemaPlan, route: Route, sink: ErrorSink) -> SchemaPlan | None:
+    """The path schema with, as names, the parameter of each segment ("" for literals):
+    the route must have exactly one path template, whose {names} the schema types."""
+    m, w = route.match, route.schema.where if route.schema else route.where
+    if len(m.paths) != 1 or m.prefixes:
+        msg = "schema.path needs a route with exactly one path template (no prefixes)"
+        sink.add("schema.path", msg, w.file, w.line, w.field + ".path")
+        return None
+    segments = [part for part in m.paths[0].split("/") if part]
+    names = tuple(
+        part[1:-1] if part.startswith("{") and part.endswith("}") else "" for part in segments
+    )
+    unknown = sorted(set(plan.names) - set(names))
+    if unknown:
+        msg = f"schema.path names {', '.join(unknown)}, not parameters of {m.paths[0]!r}"
+        sink.add("schema.path", msg, w.file, w.line, w.field + ".path")
+        return None
+    return replace(plan, names=names)
 
 
 def _check_rule_actions(route: Route, sink: ErrorSink) -> None:

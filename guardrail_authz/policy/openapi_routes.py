@@ -51,10 +51,10 @@ def _route(op: ImportedOperation, spec: OpenApiSpec, file: str) -> Route:
     where = Where(file, op.line, f"paths.{op.path}.{op.method.lower()}")
     match = Match(None, None, (op.method,), (op.path,), (), where)
     schema = None
-    if op.body_schema or op.query_schema or op.header_schema:
+    if op.body_schema or op.query_schema or op.header_schema or op.path_schema:
         schema = SchemaSpec(
             op.body_schema, op.query_schema, op.header_schema, spec.strict, where,
-            not op.body_required,
+            not op.body_required, op.path_schema,
         )  # fmt: skip
     body = spec.body
     if op.content_types and (body is None or not body.content_types):

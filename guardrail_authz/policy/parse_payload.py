@@ -35,10 +35,10 @@ def body_spec(r: Reader) -> BodySpec:
 
 def schema_spec(r: Reader) -> SchemaSpec:
     """`schema:` JSON Schemas for body, query and headers, and the strict switch."""
-    r.only("body", "query", "headers", "strict")
-    parts = {key: _schema(r, key) for key in ("body", "query", "headers")}
+    r.only("body", "query", "headers", "path", "strict")
+    parts = {key: _schema(r, key) for key in ("body", "query", "headers", "path")}
     if not any(parts.values()) and r.ok:
-        r.error(None, "schema.empty", "give at least one of 'body', 'query' or 'headers'")
+        r.error(None, "schema.empty", "give at least one of 'body', 'query', 'headers' or 'path'")
     headers = parts["headers"]
     if headers is not None:
         props = headers.get("properties")
@@ -46,7 +46,8 @@ def schema_spec(r: Reader) -> SchemaSpec:
         if any(name != name.lower() for name in names):
             r.error("headers", "schema.header", "header names in the schema must be lower-case")
     strict = bool(r.flag("strict", default=False))
-    return SchemaSpec(parts["body"], parts["query"], headers, strict, r.where())
+    where = r.where()
+    return SchemaSpec(parts["body"], parts["query"], headers, strict, where, path=parts["path"])
 
 
 def _schema(r: Reader, key: str) -> dict[str, Any] | None:

@@ -151,6 +151,7 @@ class SchemaSpec:
     strict: bool  # objects that list properties accept no others
     where: Where
     body_optional: bool = False  # an empty body passes (OpenAPI requestBody.required: false)
+    path: Mapping[str, Any] | None = None  # the path template's {parameters}, as an object
 
 
 @dataclass(frozen=True, slots=True)
