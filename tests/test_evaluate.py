@@ -287,6 +287,9 @@ TO_JSON_KEYS = {
     "query_parameters_remove",
     "deny_headers",
     "actions",
+    "credential",
+    "enforced",
+    "would_deny",
 }
 
 

@@ -28,6 +28,25 @@ class PendingLimit:
     expose: bool
 
 
+@dataclass(frozen=True, slots=True)
+class WouldDeny:
+    """A denial a guardrail in monitor mode found but did not enforce."""
+
+    status: int
+    reason: str
+    rule: str | None  # the deny rule, or None for a route's own guardrails
+    scope: str  # where the monitor mode was set: "rule", "route" or "policy"
+
+    def to_json(self) -> dict[str, Any]:
+        """As written in audit records and `eval` output."""
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "rule": self.rule,
+            "scope": self.scope,
+        }
+
+
 @dataclass(slots=True)
 class Decision:
     """Allow/deny, status, reasons and the mutations Envoy should apply."""
@@ -52,9 +71,17 @@ class Decision:
     query_remove: list[str] = field(default_factory=list)
     deny_headers: list[tuple[str, str]] = field(default_factory=list)
     actions: tuple[str, ...] = ()  # what the payload tries to do (GraphQL, JSON-RPC, SQL, ...)
+    credential: str | None = None  # what authenticated the caller: api_key, jwt, mtls
+    # Denials found by guardrails in monitor mode and not enforced (empty: fully enforced).
+    monitored: list[WouldDeny] = field(default_factory=list)
     # Rate limits still to be counted in a shared store before this allow stands (see
     # engine/redislimit.py); the server settles it, nothing else sees it.
     pending: PendingLimit | None = None
+
+    @property
+    def enforced(self) -> bool:
+        """False when a guardrail in monitor mode would have denied this request."""
+        return not self.monitored
 
     def to_json(self) -> dict[str, Any]:
         """The decision as the JSON object `guardrail-authz eval` prints."""
@@ -78,6 +105,9 @@ class Decision:
             "query_parameters_remove": list(self.query_remove),
             "deny_headers": dict(self.deny_headers),
             "actions": list(self.actions),
+            "credential": self.credential,
+            "enforced": not self.monitored,
+            "would_deny": [w.to_json() for w in self.monitored],
         }
 
 

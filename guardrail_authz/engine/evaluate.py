@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 
+from guardrail_authz.engine import explain
+from guardrail_authz.engine.caller import Caller
 from guardrail_authz.engine.decision import (
     DECISION_ID_HEADER,
     GUARDRAIL_PREFIX,
@@ -15,16 +16,17 @@ from guardrail_authz.engine.decision import (
     ROLES_HEADER,
     Decision,
     PendingLimit,
+    WouldDeny,
 )
+from guardrail_authz.engine.identify import identify
 from guardrail_authz.engine.ratelimit import CompiledLimit, LimitOutcome
 from guardrail_authz.engine.request import BadRequestError, RequestView
 from guardrail_authz.engine.runtime import Runtime
-from guardrail_authz.identity.jwt import JwtProvider, TokenError
 from guardrail_authz.identity.xfcc import client_uri
 from guardrail_authz.payload.detect import Hit
 from guardrail_authz.payload.plan import PayloadDeniedError, check_payload
 from guardrail_authz.policy.matchers import claim_text
-from guardrail_authz.policy.snapshot import CompiledRoute, CompiledRule, KeyEntry, PolicySnapshot
+from guardrail_authz.policy.snapshot import CompiledRoute, CompiledRule, PolicySnapshot
 
 log = logging.getLogger(__name__)
 _NO_ROLES: frozenset[str] = frozenset()
@@ -44,39 +46,43 @@ _ERRORS = {
 }
 
 
-class _Caller:
-    """Who the request authenticated as."""
-
-    __slots__ = ("actions", "claims", "key", "principal", "roles", "roles_header", "source")
-
-    def __init__(
-        self, principal: str | None, roles: frozenset[str], roles_header: str, source: str | None
-    ) -> None:
-        self.principal = principal
-        self.roles = roles
-        self.roles_header = roles_header
-        self.source = source
-        self.key: str | None = None  # the API key presented, when one authenticated the call
-        self.claims: dict[str, object] | None = None  # the verified JWT's claims, if any
-        self.actions: tuple[str, ...] = ()  # what the payload does, when the route extracts it
-
-
 def evaluate(
     snapshot: PolicySnapshot,
     view: RequestView,
     decision_id: str,
     runtime: Runtime | None = None,
+    trace: list[str] | None = None,
 ) -> Decision:
     """Decide one request; never raises (internal errors fail closed unless policy says open).
 
     `runtime` is the server's state (rate-limit buckets, fetched JWKS, verified tokens);
     without it (offline evaluation) rate limits are not applied and only inline JWKS count.
+    `trace`, when given, receives the lines that explain the decision (`eval --explain`).
     """
+    if trace is None:
+        return _evaluate(snapshot, view, decision_id, runtime, None)
+    d = _evaluate(snapshot, view, decision_id, runtime, trace)
+    trace.append(explain.outcome_line(d))
+    return d
+
+
+def _evaluate(
+    snapshot: PolicySnapshot,
+    view: RequestView,
+    decision_id: str,
+    runtime: Runtime | None,
+    trace: list[str] | None,
+) -> Decision:
     route: CompiledRoute | None = None
     try:
         segments = view.segments
         route = snapshot.index.lookup(view.host, view.port, segments, view.method)
         if route is None:
+            if trace is not None:
+                trace.append(
+                    f"route: none matches {view.method} host {view.host!r} port {view.port} "
+                    f"path {view.raw_path.split('?', 1)[0]!r}"
+                )
             return _deny(
                 snapshot.version,
                 decision_id,
@@ -85,8 +91,12 @@ def evaluate(
                 "route_not_found",
                 "no route matches this request",
             )
-        return _decide(snapshot, view, decision_id, route, runtime or _OFFLINE)
+        if trace is not None:
+            trace.append(f"route: {route.id} (action {route.action!r})")
+        return _decide(snapshot, view, decision_id, route, runtime or _OFFLINE, trace)
     except BadRequestError as bad:
+        if trace is not None:
+            trace.append(f"request refused before any rule: {bad.status} {bad.reason}")
         return _refuse(snapshot, decision_id, route, bad)
     except Exception:
         log.exception("evaluation failed (decision %s)", decision_id)
@@ -111,6 +121,7 @@ def _decide(
     did: str,
     route: CompiledRoute,
     runtime: Runtime,
+    trace: list[str] | None,
 ) -> Decision:
     policy = route.policy
     source = view.source_principal or None
@@ -118,41 +129,58 @@ def _decide(
         forwarded = view.headers.get(XFCC_HEADER)
         if forwarded is not None:  # the trusted proxy speaks for its client
             source = client_uri(forwarded)
-    caller = _Caller(None, _NO_ROLES, "", source)
+    caller = Caller(None, _NO_ROLES, "", source, trace)
+    d = _judge(snapshot, view, did, route, runtime, caller)
+    if not d.allowed and route.monitor is not None and not caller.by_rule and d.status < 500:
+        d = _monitored(snapshot, view, did, route, caller, d)
+    d.monitored = caller.monitored
+    d.credential = caller.credential
+    return d
+
+
+def _monitored(
+    snapshot: PolicySnapshot,
+    view: RequestView,
+    did: str,
+    route: CompiledRoute,
+    caller: Caller,
+    denied: Decision,
+) -> Decision:
+    """A denial by a route in monitor mode: recorded as a would-deny and allowed as if the
+    guardrail were absent, unless this principal is in the share already enforced."""
+    rollout = route.monitor
+    assert rollout is not None  # noqa: S101 - checked by the caller
+    enforced = rollout.enforced_for(caller.principal)
+    if caller.trace is not None:
+        what = f"route guardrail ({denied.status} {denied.reason})"
+        caller.trace.append(explain.monitor_line(what, rollout, enforced))
+    if enforced:
+        return denied
+    caller.monitored.append(WouldDeny(denied.status, denied.reason, denied.rule, rollout.scope))
+    d = _allow(snapshot, view, did, route, None, caller)
+    d.reason = "allowed_in_monitor_mode"
+    d.reasons.append(f"would_deny:{denied.reason}")
+    d.actions = caller.actions
+    return d
+
+
+def _judge(
+    snapshot: PolicySnapshot,
+    view: RequestView,
+    did: str,
+    route: CompiledRoute,
+    runtime: Runtime,
+    caller: Caller,
+) -> Decision:
+    """The decision before the route's monitor mode is applied."""
+    policy = route.policy
+    trace = caller.trace
     if route.uses_identity:
-        for header in policy.key_headers:
-            key = view.headers.get(header)
-            if key is None:
-                continue
-            entry = policy.presented.get(key)
-            if entry is None:
-                entry = policy.keys.get(hashlib.sha256(key.encode()).hexdigest())
-                if entry is None:
-                    return _deny(
-                        snapshot.version,
-                        did,
-                        route,
-                        401,
-                        "invalid_api_key",
-                        "the API key is not valid",
-                    )
-                policy.presented[key] = entry
-            if entry.revoked or entry.expires is not None:
-                refused = _refused_key(entry)
-                if refused is not None:
-                    return _deny(
-                        snapshot.version, did, route, 401, refused, "the API key is not valid"
-                    )
-            caller.principal, caller.roles = entry.principal, entry.roles
-            caller.roles_header = entry.roles_header
-            caller.key = key
-            break
-        if caller.principal is None and policy.jwt is not None:
-            bad = _bearer(policy.jwt, caller, view, runtime)
-            if bad is not None:
-                return _deny(snapshot.version, did, route, 401, bad.reason, bad.message)
-        if caller.principal is None:
-            caller.principal = caller.source
+        refused = identify(policy, view, runtime, caller)
+        if refused is not None:
+            return _deny(snapshot.version, did, route, 401, refused[0], refused[1])
+    elif trace is not None:
+        trace.append("identity: not looked at (no rule of this route needs it)")
     monitored: list[Hit] = []
     payload = route.payload
     if payload is not None and not (caller.principal is None and route.identity_required):
@@ -160,9 +188,17 @@ def _decide(
         try:
             found = check_payload(payload, view)
         except BadRequestError as bad:
+            if trace is not None:
+                trace.append(f"payload: refused {bad.status} {bad.reason}")
             return _refuse(snapshot, did, route, bad, caller.principal)
         caller.actions = found.actions
         monitored = found.monitored
+        if trace is not None:
+            acts = ", ".join(found.actions) or "none"
+            hits = ", ".join(f"{h.detector} in {h.field}" for h in monitored)
+            trace.append(
+                f"payload: accepted (actions: {acts})" + (f"; monitored: {hits}" if hits else "")
+            )
     decision = _ruled(snapshot, view, did, route, runtime, caller)
     decision.actions = caller.actions
     if monitored:
@@ -176,11 +212,25 @@ def _ruled(
     did: str,
     route: CompiledRoute,
     runtime: Runtime,
-    caller: _Caller,
+    caller: Caller,
 ) -> Decision:
     """The rules' verdict once identity and payload are known."""
+    trace = caller.trace
     for rule in route.deny_rules:
         if _matches(rule, caller, view):
+            if trace is not None:
+                trace.append(explain.rule_line(rule, caller, view, True))
+            mon = rule.monitor
+            if mon is not None:
+                enforced = mon.enforced_for(caller.principal)
+                if trace is not None:
+                    trace.append(explain.monitor_line(f"deny rule {rule.name!r}", mon, enforced))
+                if not enforced:
+                    caller.monitored.append(
+                        WouldDeny(rule.status, rule.reason, rule.name, mon.scope)
+                    )
+                    continue
+            caller.by_rule = True
             d = _deny(
                 snapshot.version,
                 did,
@@ -192,11 +242,20 @@ def _ruled(
             )
             d.rule = rule.name
             return d
+        if trace is not None:
+            trace.append(explain.rule_line(rule, caller, view, False))
     for rule in route.allow_rules:
-        if _matches(rule, caller, view):
-            if route.rate_limits and (runtime.limiter is not None or runtime.shared):
-                return _limited(snapshot, view, did, route, rule, caller, runtime)
-            return _allow(snapshot, view, did, route, rule, caller)
+        if not _matches(rule, caller, view):
+            if trace is not None:
+                trace.append(explain.rule_line(rule, caller, view, False))
+            continue
+        if trace is not None:
+            trace.append(explain.rule_line(rule, caller, view, True))
+        if route.rate_limits and (runtime.limiter is not None or runtime.shared):
+            return _limited(snapshot, view, did, route, rule, caller, runtime)
+        return _allow(snapshot, view, did, route, rule, caller)
+    if trace is not None:
+        trace.append("no allow rule matches: default deny")
     if caller.principal is None and route.identity_required:
         return _deny(
             snapshot.version,
@@ -217,46 +276,7 @@ def _ruled(
     )
 
 
-def _refused_key(entry: KeyEntry) -> str | None:
-    if entry.revoked:
-        return "api_key_revoked"
-    if entry.expires is not None and time.time() >= entry.expires:
-        return "api_key_expired"
-    return None
-
-
-def _bearer(
-    provider: JwtProvider, caller: _Caller, view: RequestView, runtime: Runtime
-) -> TokenError | None:
-    """Authenticate the caller by the request's JWT, if it carries one; the error otherwise."""
-    token = provider.token(view.headers)
-    if token is None:
-        return None
-    try:
-        claims = runtime.verifier.verify(provider, token)
-    except TokenError as bad:
-        return bad
-    principal = claims.get(provider.principal_claim)
-    if not isinstance(principal, str) or not principal:
-        return TokenError("token_claims", f"the token has no {provider.principal_claim!r}")
-    caller.principal = principal
-    caller.claims = claims
-    if provider.roles_claim is not None:
-        roles = _claim_roles(claims.get(provider.roles_claim))
-        caller.roles, caller.roles_header = roles, ",".join(sorted(roles))
-    return None
-
-
-def _claim_roles(value: object) -> frozenset[str]:
-    """Roles from a claim: a list of strings, or one space- or comma-separated string."""
-    if isinstance(value, str):
-        return frozenset(r for r in value.replace(",", " ").split() if r)
-    if isinstance(value, list):
-        return frozenset(r for r in value if isinstance(r, str) and r)
-    return _NO_ROLES
-
-
-def _matches(rule: CompiledRule, caller: _Caller, view: RequestView) -> bool:
+def _matches(rule: CompiledRule, caller: Caller, view: RequestView) -> bool:
     if rule.authenticated is not None and rule.authenticated != (caller.principal is not None):
         return False
     if rule.has_principals and not rule.principals.matches(caller.principal):
@@ -291,7 +311,7 @@ def _limited(
     did: str,
     route: CompiledRoute,
     rule: CompiledRule,
-    caller: _Caller,
+    caller: Caller,
     runtime: Runtime,
 ) -> Decision:
     """An allowed call on a route with rate limits: allowed only if every limit has quota.
@@ -299,6 +319,12 @@ def _limited(
     limits = [(limit, _limit_key(limit, caller, view)) for limit in route.rate_limits]
 
     def refuse(outcome: LimitOutcome) -> Decision:
+        mon = route.monitor
+        if mon is not None and not mon.enforced_for(caller.principal):
+            caller.monitored.append(WouldDeny(429, "rate_limited", rule.name, mon.scope))
+            allowed.reasons.append("would_deny:rate_limited")
+            allowed.monitored = caller.monitored
+            return allowed
         d = _deny(
             snapshot.version,
             did,
@@ -353,7 +379,7 @@ def settle(allowed: Decision, outcome: LimitOutcome | None, *, fail_open: bool) 
     return allowed
 
 
-def _limit_key(limit: CompiledLimit, caller: _Caller, view: RequestView) -> str:
+def _limit_key(limit: CompiledLimit, caller: Caller, view: RequestView) -> str:
     """The value a limit counts by; callers without it share the limit's "" bucket."""
     kind = limit.key
     if kind == "principal":
@@ -381,13 +407,15 @@ def _allow(
     view: RequestView,
     did: str,
     route: CompiledRoute,
-    rule: CompiledRule,
-    caller: _Caller,
+    rule: CompiledRule | None,
+    caller: Caller,
 ) -> Decision:
+    """An allow by `rule` (None: a monitor-mode route let a would-deny through)."""
     d = Decision(True, 200, "allowed", did, snapshot.version, principal=caller.principal)
     _describe(d, route)
-    d.rule = rule.name
-    d.reasons.append(rule.allow_reason)
+    if rule is not None:
+        d.rule = rule.name
+        d.reasons.append(rule.allow_reason)
     m = route.mutations
     sets = d.upstream_headers_set
     sets.extend(m.static_sets)

@@ -31,6 +31,7 @@ from guardrail_authz.policy.snapshot import (
     KeyEntry,
     Mutations,
     PolicySnapshot,
+    Rollout,
     RouteIndex,
 )
 from guardrail_authz.policy.source import (
@@ -40,6 +41,7 @@ from guardrail_authz.policy.source import (
     Condition,
     JwtConfig,
     MatchOp,
+    ModeSpec,
     Policy,
     Route,
     Rule,
@@ -48,6 +50,9 @@ from guardrail_authz.policy.yamlsrc import load_documents, read_text
 
 T = TypeVar("T")
 POLICY_SUFFIXES = (".yaml", ".yml")
+# Credentials whatever the policies say; never recorded in clear.
+ALWAYS_SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key")
+TEST_KIND = "GuardrailTest"  # policy test documents, kept next to the policies they test
 
 
 class _Stages:
@@ -87,6 +92,15 @@ def is_openapi(doc: Any) -> bool:
     return isinstance(doc, dict) and "openapi" in doc and "apiVersion" not in doc
 
 
+def is_test_document(doc: Any) -> bool:
+    """A GuardrailTest document (read by `guardrail-authz test`), not a policy."""
+    return isinstance(doc, dict) and doc.get("kind") == TEST_KIND
+
+
+def _not_policy(doc: Any) -> bool:
+    return is_openapi(doc) or is_test_document(doc)
+
+
 def load_directory(directory: Path, keys: Sequence[Path] = ()) -> PolicySnapshot:
     """Load, validate and compile every policy file of a directory, plus the ApiKeySet files
     of `keys` (kept apart from policies, e.g. a Secret), or raise PolicyLoadError."""
@@ -109,11 +123,14 @@ def load_directory(directory: Path, keys: Sequence[Path] = ()) -> PolicySnapshot
             text = read_text(path, name, sink)
             if text is None:
                 continue
-            digest.update(name.encode() + b"\0" + text.encode() + b"\0")
             scratch = ErrorSink()
             loaded = load_documents(text, name, scratch)
-            if loaded and all(is_openapi(doc) for doc, _ in loaded):
+            if loaded and all(is_test_document(doc) for doc, _ in loaded):
+                continue  # read by `guardrail-authz test`; not part of the policy version
+            digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+            if loaded and all(_not_policy(doc) for doc, _ in loaded):
                 continue  # an OpenAPI document beside the policies: read by its policy
+            loaded = [(doc, line) for doc, line in loaded if not is_test_document(doc)]
             for e in scratch.errors:
                 sink.add(e.code, e.message, e.file, e.line, e.field)
             for doc, line in loaded:
@@ -198,6 +215,10 @@ def compile_policies(
     names = tuple(sorted((p.name, p.version) for p in policies))
     version = ",".join(f"{n}@{v}" for n, v in names) + "#" + content_hash
     providers = tuple(p.jwt for p in keys.values() if p.jwt is not None)
+    plans = tuple(keys[name] for name, _ in names)
+    key_headers = frozenset(h for p in plans for h in p.key_headers)
+    secret = set(ALWAYS_SECRET_HEADERS) | key_headers
+    secret.update(h for p in providers for h in p.credential_headers)
     return PolicySnapshot(
         version,
         content_hash,
@@ -207,6 +228,9 @@ def compile_policies(
         tuple(files),
         dict(stages.seconds),
         providers,
+        compiled_policies=plans,
+        api_key_headers=key_headers,
+        secret_headers=frozenset(secret),
     )
 
 
@@ -291,7 +315,19 @@ def _compile_route(
     policy: Policy, route: Route, compiled: CompiledPolicy, sink: ErrorSink
 ) -> CompiledRoute:
     _unique(list(route.rules), lambda r: r.name, "rule", sink, "rule.duplicate")
-    rules = [_compile_rule(rule, sink) for rule in route.rules]
+    route_mode = (
+        _rollout(policy.name, route.mode, "route")
+        if route.mode is not None
+        else _rollout(policy.name, policy.mode, "policy")
+    )
+    rules = [
+        _compile_rule(
+            rule,
+            sink,
+            _rollout(policy.name, rule.mode, "rule") if rule.mode is not None else route_mode,
+        )
+        for rule in route.rules
+    ]
     allow_rules = tuple(r for r in rules if r.allow)
     oa = route.on_allow
     mutations = Mutations(
@@ -318,7 +354,15 @@ def _compile_route(
         mutations,
         _compile_limits(route, sink),
         compile_payload(policy, route, sink),
+        route_mode,
     )
+
+
+def _rollout(salt: str, mode: ModeSpec | None, scope: str) -> Rollout | None:
+    """The compiled monitor setting; None when enforced (mode enforce, or 100%)."""
+    if mode is None or not mode.monitor or mode.enforce_percent >= 100:
+        return None
+    return Rollout(mode.enforce_percent, salt, scope)
 
 
 def _compile_limits(route: Route, sink: ErrorSink) -> tuple[CompiledLimit, ...]:
@@ -355,7 +399,7 @@ def _check_guardrail_headers(route: Route, sink: ErrorSink) -> None:
         sink.add("route.header", msg, w.file, w.line, w.field)
 
 
-def _compile_rule(rule: Rule, sink: ErrorSink) -> CompiledRule:
+def _compile_rule(rule: Rule, sink: ErrorSink, monitor: Rollout | None = None) -> CompiledRule:
     w = rule.when
     return CompiledRule(
         rule.name,
@@ -371,6 +415,7 @@ def _compile_rule(rule: Rule, sink: ErrorSink) -> CompiledRule:
         rule.reason or f"denied_by_rule:{rule.name}",
         rule.message,
         GlobSet.build(w.actions) if w.actions else None,
+        monitor if rule.effect == "deny" else None,
     )
 
 

@@ -22,6 +22,7 @@ from guardrail_authz.policy.source import (
     JwtConfig,
     Match,
     MatchOp,
+    ModeSpec,
     OnAllow,
     OpenApiSpec,
     Policy,
@@ -80,7 +81,8 @@ def parse_document(doc: Any, file: str, line: int, sink: ErrorSink) -> Policy | 
 
 def _policy(spec: Reader, name: str, version: str, doc: Reader) -> Policy:
     spec.only(
-        "hosts", "ports", "failMode", "apiKeys", "jwt", "mtls", "routes", "inspect", "openapi"
+        "hosts", "ports", "failMode", "apiKeys", "jwt", "mtls", "routes", "inspect", "openapi",
+        "mode", "enforce",
     )  # fmt: skip
     hosts = _hosts(spec, "hosts") or ("*",)
     ports = _ports(spec, "ports")
@@ -108,6 +110,7 @@ def _policy(spec: Reader, name: str, version: str, doc: Reader) -> Policy:
     return Policy(
         name, version, hosts, ports or (), fail_mode, api_keys, routes, doc.where(), jwt,
         trusted, inspect_spec(inspect) if inspect else None, _openapi(openapi) if openapi else None,
+        mode_spec(spec),
     )  # fmt: skip
 
 
@@ -275,7 +278,7 @@ def _timestamp(r: Reader, key: str) -> float | None:
 def _route(r: Reader) -> Route:
     r.only(
         "name", "action", "match", "rules", "onAllow", "rateLimits", "description", "body",
-        "schema", "inspect", "actions",
+        "schema", "inspect", "actions", "mode", "enforce",
     )  # fmt: skip
     name = r.text("name", required=True) or ""
     action = r.text("action") or name
@@ -292,6 +295,7 @@ def _route(r: Reader) -> Route:
         name, action, match, rules, on_allow, r.where(), limits,
         body_spec(body) if body else None, schema_spec(schema) if schema else None,
         inspect_spec(inspect) if inspect else None, actions_spec(actions) if actions else None,
+        mode_spec(r),
     )  # fmt: skip
 
 
@@ -361,7 +365,7 @@ def _match(r: Reader) -> Match:
 
 
 def _rule(r: Reader) -> Rule:
-    r.only("name", "effect", "when", "status", "reason", "message")
+    r.only("name", "effect", "when", "status", "reason", "message", "mode", "enforce")
     name = r.text("name", required=True) or ""
     effect = r.choice("effect", ("allow", "deny"), "deny")
     if "effect" not in r.data and r.ok:
@@ -376,11 +380,48 @@ def _rule(r: Reader) -> Rule:
         )
         reason = None
     message = r.text("message")
+    mode = mode_spec(r)
     given = {"status": status, "reason": reason, "message": message}
+    if mode is not None:
+        given["mode" if "mode" in r.data else "enforce"] = "monitor"
     for key, value in given.items():
         if value is not None and effect == "allow":
-            r.error(key, "rule.deny_only", f"{key} applies to deny rules only")
-    return Rule(name, effect, when, status, reason, message, r.where())
+            hint = (
+                " (an allow rule grants access: put its route in monitor mode instead)"
+                if key in ("mode", "enforce")
+                else ""
+            )
+            r.error(key, "rule.deny_only", f"{key} applies to deny rules only{hint}")
+    return Rule(name, effect, when, status, reason, message, r.where(), mode)
+
+
+_PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%$")
+
+
+def mode_spec(r: Reader) -> ModeSpec | None:
+    """`mode: enforce | monitor` and `enforce: N%` (the share of callers, by principal,
+    already enforced while in monitor mode); None when neither is given (inherited)."""
+    if "mode" not in r.data and "enforce" not in r.data:
+        return None
+    mode = r.choice("mode", ("enforce", "monitor"), "monitor")
+    percent: float | None = None
+    if "enforce" in r.data:
+        raw = r.data["enforce"]
+        found = _PERCENT.match(raw) if isinstance(raw, str) else None
+        if found is not None:
+            percent = float(found.group(1))
+        elif isinstance(raw, int | float) and not isinstance(raw, bool):
+            percent = float(raw)
+        if percent is None or not 0 <= percent <= 100:
+            r.error("enforce", "mode.enforce", f"must be a percentage from 0% to 100%, got {raw!r}")
+            percent = None
+    if mode == "enforce":
+        if percent is not None and percent < 100:
+            msg = "enforce: N% is a monitor-mode rollout; use mode: monitor (or leave mode out)"
+            r.error("enforce", "mode.enforce", msg)
+        return ModeSpec(False, 100.0, r.where("mode"))
+    where = r.where("mode" if "mode" in r.data else "enforce")
+    return ModeSpec(True, percent or 0.0, where)
 
 
 def _when(r: Reader) -> When:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,25 @@ class CompiledPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Rollout:
+    """Monitor mode: denials are recorded, not enforced, except for the `percent` share of
+    principals (stable: a principal's bucket depends only on it and the policy's name, so a
+    caller enforced at 10% stays enforced at 20%)."""
+
+    percent: float  # 0 <= percent < 100
+    salt: str  # the policy's name: each policy picks its own cohort
+    scope: str  # where monitor mode was set: "policy", "route" or "rule"
+
+    def enforced_for(self, principal: str | None) -> bool:
+        """True when this caller is in the enforced share (callers without a principal
+        share one bucket)."""
+        if self.percent <= 0:
+            return False
+        digest = hashlib.sha256(f"{self.salt}\0{principal or ''}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") % 10000 < self.percent * 100
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledRule:
     """An allow or deny rule with every matcher prebuilt."""
 
@@ -68,6 +88,7 @@ class CompiledRule:
     # Globs over the request's actions: an allow rule needs every action to match one,
     # a deny rule any action (None: the rule does not look at actions).
     actions: GlobSet | None = None
+    monitor: Rollout | None = None  # a deny rule in monitor mode (None: enforced)
     allow_reason: str = field(init=False)
     has_principals: bool = field(init=False)
     has_sources: bool = field(init=False)
@@ -119,6 +140,7 @@ class CompiledRoute:
     mutations: Mutations
     rate_limits: tuple[CompiledLimit, ...] = ()
     payload: PayloadPlan | None = None  # body, schema, detector and action checks
+    monitor: Rollout | None = None  # the route's own guardrails in monitor mode
 
 
 @dataclass(slots=True)
@@ -169,3 +191,8 @@ class PolicySnapshot:
     stage_seconds: Mapping[str, float]
     jwt_providers: tuple[JwtProvider, ...] = ()  # whose remote JWKS the server fetches
     watched: tuple[Path, ...] = ()  # files outside the directory listing (JWKS files)
+    compiled_policies: tuple[CompiledPolicy, ...] = ()  # one per GuardrailPolicy, by name
+    # Request headers that carry credentials under some policy (API key headers, JWT headers,
+    # cookies): the audit trail records them hashed or redacted, never in clear.
+    api_key_headers: frozenset[str] = frozenset()
+    secret_headers: frozenset[str] = frozenset()

@@ -68,6 +68,16 @@ class When:
 
 
 @dataclass(frozen=True, slots=True)
+class ModeSpec:
+    """`mode` and `enforce` of a policy, route or deny rule: enforce, or monitor with a share
+    of callers (by principal) already enforced."""
+
+    monitor: bool
+    enforce_percent: float  # 100 when mode is enforce; 0..100 for monitor
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """An allow or deny rule of a route."""
 
@@ -78,6 +88,7 @@ class Rule:
     reason: str | None
     message: str | None
     where: Where
+    mode: ModeSpec | None = None  # None: the route's
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +216,7 @@ class Route:
     schema: SchemaSpec | None = None
     inspect: InspectSpec | None = None  # None: the policy's default
     actions: ActionsSpec | None = None
+    mode: ModeSpec | None = None  # None: the policy's
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +298,7 @@ class Policy:
     xfcc_trusted: tuple[str, ...] = ()  # peers whose x-forwarded-client-cert is believed
     inspect: InspectSpec | None = None  # detectors for routes that do not set their own
     openapi: OpenApiSpec | None = None
+    mode: ModeSpec | None = None  # None: enforce
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,44 @@
+"""Who the request authenticated as, and what evaluation learnt about it on the way."""
+
+from __future__ import annotations
+
+from guardrail_authz.engine.decision import WouldDeny
+
+
+class Caller:
+    """The caller of one request, filled in as evaluation goes (identity, payload actions,
+    would-denies of monitor-mode guardrails, the decision trace when one is asked for)."""
+
+    __slots__ = (
+        "actions",
+        "by_rule",
+        "claims",
+        "credential",
+        "key",
+        "monitored",
+        "principal",
+        "roles",
+        "roles_header",
+        "source",
+        "trace",
+    )
+
+    def __init__(
+        self,
+        principal: str | None,
+        roles: frozenset[str],
+        roles_header: str,
+        source: str | None,
+        trace: list[str] | None = None,
+    ) -> None:
+        self.principal = principal
+        self.roles = roles
+        self.roles_header = roles_header
+        self.source = source
+        self.key: str | None = None  # the API key presented, when one authenticated the call
+        self.claims: dict[str, object] | None = None  # the verified JWT's claims, if any
+        self.actions: tuple[str, ...] = ()  # what the payload does, when the route extracts it
+        self.credential: str | None = None  # "api_key" | "jwt" | "mtls": what authenticated
+        self.monitored: list[WouldDeny] = []  # denials found in monitor mode, not enforced
+        self.by_rule = False  # the denial came from a deny rule in its own (enforced) mode
+        self.trace = trace  # lines explaining the decision, when asked for

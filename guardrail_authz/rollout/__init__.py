@@ -1,0 +1,1 @@
+"""Safe rollout: policy bundles, policy tests, replay of audit logs, snapshot history."""
