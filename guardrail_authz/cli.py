@@ -1,4 +1,5 @@
-"""The `guardrail-authz` command: serve, validate and eval."""
+"""The `guardrail-authz` command: serve, validate, eval, test, replay, bundle and the admin
+commands (status, versions, rollback, resume)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from guardrail_authz import logsetup
+from guardrail_authz.admin import client as admin_cli
 from guardrail_authz.engine.decision import DecisionIds
 from guardrail_authz.engine.evaluate import evaluate
 from guardrail_authz.engine.request import RequestView
-from guardrail_authz.policy.compile import load_directory
 from guardrail_authz.policy.errors import PolicyLoadError
+from guardrail_authz.rollout import bundle_cli, testrun_cli
+from guardrail_authz.rollout.bundle import load_source
+from guardrail_authz.rollout.history import DEFAULT_KEEP
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_DENIED = 3
+# Commands defined in their own modules, each with add_parser(sub) and run(args).
+_COMMAND_MODULES = {"test": testrun_cli, "bundle": bundle_cli}
 
 
 _KEYS_HELP = (
@@ -32,7 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="guardrail-authz", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the ext_authz gRPC server")
-    s.add_argument("--policies", type=Path, required=True, help="policy directory (ConfigMap)")
+    s.add_argument(
+        "--policies",
+        type=Path,
+        required=True,
+        help="policy directory (ConfigMap) or bundle (.tar.gz with a manifest)",
+    )
     s.add_argument("--keys", type=Path, action="append", default=[], help=_KEYS_HELP)
     s.add_argument("--grpc", default="127.0.0.1:9191", help="gRPC listen HOST:PORT")
     s.add_argument("--http", default="127.0.0.1:9192", help="ops HTTP listen HOST:PORT")
@@ -53,17 +64,41 @@ def _parser() -> argparse.ArgumentParser:
         help="when Redis cannot answer: open lets limited calls through (default), closed "
         "refuses them with 503",
     )
-    v = sub.add_parser("validate", help="check a policy directory; print every error")
+    s.add_argument(
+        "--keep-versions",
+        type=int,
+        default=DEFAULT_KEEP,
+        help=f"policy versions kept for rollback (default {DEFAULT_KEEP})",
+    )
+    s.add_argument(
+        "--admin",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the admin API on the gRPC port: auto (default) serves it on a loopback address "
+        "or when --admin-token-file is given; on a non-loopback address it needs the token",
+    )
+    s.add_argument(
+        "--admin-token-file",
+        type=Path,
+        help="a file holding the bearer token every admin call must present",
+    )
+    v = sub.add_parser("validate", help="check a policy directory or bundle; print every error")
     v.add_argument("directory", type=Path)
     v.add_argument("--keys", type=Path, action="append", default=[], help=_KEYS_HELP)
     e = sub.add_parser("eval", help="decide one request offline and print the decision as JSON")
     e.add_argument("--policies", type=Path, required=True)
     e.add_argument("--keys", type=Path, action="append", default=[], help=_KEYS_HELP)
     e.add_argument("--request", required=True, help="request JSON file, or - for stdin")
+    e.add_argument(
+        "--explain", action="store_true", help="print the decision trace before the decision"
+    )
     t = sub.add_parser("demo-token", help="mint a token of the local stack's demo issuer")
     t.add_argument("--sub", required=True, help="the subject (becomes the principal)")
     t.add_argument("--scope", help="space-separated scopes (the 'scope' claim)")
     t.add_argument("--ttl", type=int, default=300, help="seconds of validity (negative: expired)")
+    for module in _COMMAND_MODULES.values():
+        module.add_parser(sub)
+    admin_cli.add_parser(sub)
     return p
 
 
@@ -73,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         return _validate(args.directory, args.keys)
     if args.command == "eval":
-        return _eval(args.policies, args.request, args.keys)
+        return _eval(args.policies, args.request, args.keys, explain=args.explain)
+    if args.command in admin_cli.COMMANDS:
+        return admin_cli.run(args)
+    if args.command in _COMMAND_MODULES:
+        return int(_COMMAND_MODULES[args.command].run(args))
     if args.command == "demo-token":
         from guardrail_authz.demo.idp import mint  # noqa: PLC0415 - only this command needs it
 
@@ -84,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _validate(directory: Path, keys: list[Path]) -> int:
     try:
-        snap = load_directory(directory, keys)
+        snap, _ = load_source(directory, keys)
     except PolicyLoadError as exc:
         print(exc.render())  # noqa: T201
         print(f"{len(exc.errors) + exc.dropped} error(s) in {directory}", file=sys.stderr)  # noqa: T201
@@ -95,7 +134,7 @@ def _validate(directory: Path, keys: list[Path]) -> int:
     return EXIT_OK
 
 
-def _eval(directory: Path, request: str, keys: list[Path]) -> int:
+def _eval(directory: Path, request: str, keys: list[Path], *, explain: bool = False) -> int:
     try:
         raw = sys.stdin.read() if request == "-" else Path(request).read_text(encoding="utf-8")
         data: Any = json.loads(raw)
@@ -107,11 +146,14 @@ def _eval(directory: Path, request: str, keys: list[Path]) -> int:
         print(f"error: request {request} must be a JSON object", file=sys.stderr)  # noqa: T201
         return EXIT_ERROR
     try:
-        snap = load_directory(directory, keys)
+        snap, _ = load_source(directory, keys)
     except PolicyLoadError as exc:
         print(exc.render(), file=sys.stderr)  # noqa: T201
         return EXIT_ERROR
-    decision = evaluate(snap, view, DecisionIds().next())
+    trace: list[str] | None = [] if explain else None
+    decision = evaluate(snap, view, DecisionIds().next(), trace=trace)
+    if trace is not None:
+        print("\n".join(f"  {line}" for line in trace), file=sys.stderr)  # noqa: T201
     print(json.dumps(decision.to_json(), indent=2))  # noqa: T201
     return EXIT_OK if decision.allowed else EXIT_DENIED
 
@@ -130,6 +172,9 @@ def _serve(args: argparse.Namespace) -> int:
         redis_url=args.redis,
         redis_fail_open=args.redis_failure == "open",
         keys=tuple(args.keys),
+        keep_versions=max(1, args.keep_versions),
+        admin=args.admin,
+        admin_token_file=args.admin_token_file,
     )
     try:
         asyncio.run(serve(config))

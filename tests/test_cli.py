@@ -110,7 +110,7 @@ def test_eval_source_principal_and_errors(tmp_path: Path) -> None:
     assert not_object.returncode == 1
     missing = _run("eval", "--policies", str(tmp_path / "nope"), "--request", "-", stdin=req)
     assert missing.returncode == 1
-    assert "policy directory does not exist" in missing.stderr
+    assert "policy source does not exist" in missing.stderr
 
 
 def test_serve_reports_port_in_use_clearly() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import signal
 import sys
@@ -14,12 +15,16 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from guardrail_authz.admin.service import AdminService
+from guardrail_authz.admin.v1 import admin_pb2_grpc
 from guardrail_authz.audit import AuditLog
 from guardrail_authz.engine.ratelimit import LocalLimiter
 from guardrail_authz.engine.redislimit import RedisLimiter
 from guardrail_authz.engine.runtime import Runtime
 from guardrail_authz.identity.jwks import JwksCache
 from guardrail_authz.identity.jwt import Verifier
+from guardrail_authz.policy.snapshot import PolicySnapshot
+from guardrail_authz.rollout.history import DEFAULT_KEEP
 from guardrail_authz.server.metrics import Metrics
 from guardrail_authz.server.ops_http import OpsHttp
 from guardrail_authz.server.reload import SnapshotHolder
@@ -45,6 +50,41 @@ class ServeConfig:
     redis_url: str | None = None  # rate limits shared through this Redis, else in-process
     redis_fail_open: bool = True
     keys: tuple[Path, ...] = ()  # ApiKeySet files/directories apart from the policies
+    keep_versions: int = DEFAULT_KEEP  # policy versions kept for rollback
+    admin: str = "auto"  # auto (on for loopback or with a token) | on | off
+    admin_token_file: Path | None = None  # bearer token the admin API requires
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback IP addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def admin_token(config: ServeConfig) -> tuple[bool, str | None]:
+    """Whether the admin API is served, and the token it requires; ValueError when the
+    configuration would expose it unprotected or the token file is unusable."""
+    token: str | None = None
+    if config.admin_token_file is not None:
+        try:
+            token = config.admin_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            msg = f"cannot read --admin-token-file {config.admin_token_file}: {exc.strerror}"
+            raise ValueError(msg) from None
+        if len(token) < 16:
+            raise ValueError(f"{config.admin_token_file}: the admin token needs 16+ characters")
+    if config.admin == "off":
+        return False, None
+    loopback = is_loopback(split_addr(config.grpc_addr)[0])
+    if config.admin == "on" and not loopback and token is None:
+        raise ValueError(
+            f"--admin on at {config.grpc_addr} (not loopback) needs --admin-token-file"
+        )
+    return (loopback or token is not None), token
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -61,8 +101,12 @@ class App:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.holder = SnapshotHolder(config.policies, self.metrics, config.keys)
+        self.holder = SnapshotHolder(
+            config.policies, self.metrics, config.keys, config.keep_versions
+        )
         self.audit = AuditLog(config.audit_log)
+        self.admin_on, token = admin_token(config)
+        self.admin = AdminService(self.holder, token) if self.admin_on else None
         self.jwks = JwksCache()
         verifier = Verifier(self.jwks.lookup)
         self.shared: RedisLimiter | None = None
@@ -84,11 +128,13 @@ class App:
 
     async def start(self) -> None:
         """Load policies, bind both listeners and start watching; raises BindError."""
-        self.holder.load()
-        self._track_jwks()
+        self.holder.listeners.append(self._activated)
+        self.holder.load("startup")
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers([self.service.handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if self.admin is not None:
+            admin_pb2_grpc.add_AdminServicer_to_server(self.admin, server)
         try:
             self.grpc_port = server.add_insecure_port(self.config.grpc_addr)
         except RuntimeError as exc:
@@ -110,7 +156,12 @@ class App:
         # Startup objects (snapshot, modules, grpc) never die: keep them out of every GC pass.
         gc.collect()
         gc.freeze()
-        log.info("listening grpc=%s http=%s", self.grpc_port, self.http_port)
+        log.info(
+            "listening grpc=%s http=%s admin=%s",
+            self.grpc_port,
+            self.http_port,
+            "on" if self.admin is not None else "off",
+        )
 
     async def _sync_health(self) -> None:
         serving = self.holder.snapshot is not None and not self.ops.draining
@@ -132,12 +183,13 @@ class App:
                 continue
             await asyncio.sleep(min(0.2, interval))  # let a multi-file write settle
             await asyncio.to_thread(self.holder.load)
-            self._track_jwks()
             await self._sync_health()
 
-    def _track_jwks(self) -> None:
-        snapshot = self.holder.snapshot
-        self.jwks.track(snapshot.jwt_providers if snapshot is not None else ())
+    def _activated(self, snapshot: PolicySnapshot) -> None:
+        """A version became active (load, rollback, resume): fetch its JWKS, redact its
+        credential headers in the audit trail."""
+        self.jwks.track(snapshot.jwt_providers)
+        self.audit.set_secret_headers(snapshot.api_key_headers, snapshot.secret_headers)
 
     async def stop(self) -> None:
         """Drain: report not ready, let in-flight checks finish, then close everything."""

@@ -21,6 +21,7 @@ class _DecisionCollector(Collector):
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str, str, str], int] = {}
+        self.would_deny: dict[tuple[str, str, str, str], int] = {}
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.total = 0.0
 
@@ -33,6 +34,15 @@ class _DecisionCollector(Collector):
         for key, value in list(self.counts.items()):
             counter.add_metric(key, value)
         yield counter
+        monitored = CounterMetricFamily(
+            "guardrail_monitor_would_deny",
+            "Denials found by guardrails in monitor mode and not enforced, by policy, route, "
+            "rule and reason.",
+            labels=("policy", "route", "rule", "reason"),
+        )
+        for key, value in list(self.would_deny.items()):
+            monitored.add_metric(key, value)
+        yield monitored
         cumulative = 0
         buckets: list[tuple[str, float]] = []
         for bound, n in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
@@ -68,6 +78,17 @@ class Metrics:
             ("version",),
             registry=r,
         )
+        self.rollbacks = Counter(
+            "guardrail_policy_rollbacks",
+            "Admin actions on the active version: rollback or resume.",
+            ("action",),
+            registry=r,
+        )
+        self.pinned = Gauge(
+            "guardrail_policy_pinned",
+            "1 while a rollback holds the active version (source changes not applied).",
+            registry=r,
+        )
         self.routes = Gauge("guardrail_policy_routes", "Routes in the active snapshot.", registry=r)
         self.ready = Gauge("guardrail_ready", "1 once a valid policy set is loaded.", registry=r)
         self._version: str | None = None
@@ -89,6 +110,21 @@ class Metrics:
         self.active.labels(version).set(1)
         self.routes.set(routes)
         self.ready.set(1)
+
+    def would_deny(self, policy: str, route: str, rule: str, reason: str) -> None:
+        """Count one denial that monitor mode did not enforce."""
+        c = self._decisions.would_deny
+        key = (policy, route, rule, reason)
+        c[key] = c.get(key, 0) + 1
+
+    def policy_held(self) -> None:
+        """Record a load that compiled but was not applied (a rollback pins another)."""
+        self.reloads.labels("held").inc()
+
+    def rollback(self, pinned: bool) -> None:
+        """Record a rollback (pinned) or a resume (not pinned)."""
+        self.rollbacks.labels("rollback" if pinned else "resume").inc()
+        self.pinned.set(1 if pinned else 0)
 
     def policy_failed(self) -> None:
         """Record a load that was rejected."""

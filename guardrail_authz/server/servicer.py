@@ -141,9 +141,15 @@ class CheckService:
             decision, view = reject("unknown", self.ids.next(), 500, "internal_error", ""), None
             out = to_check_response(decision).SerializeToString()
         elapsed = time.perf_counter() - start
-        self.metrics.decision(
+        metrics = self.metrics
+        metrics.decision(
             decision.policy or "", decision.route or "", decision.allowed, decision.reason, elapsed
         )
+        if decision.monitored:
+            for w in decision.monitored:
+                metrics.would_deny(
+                    decision.policy or "", decision.route or "", w.rule or "", w.reason
+                )
         try:
             self.audit.record(decision, view, elapsed)
         except Exception:
