@@ -23,8 +23,9 @@ DURATION = 6.0
 class Traffic:
     """Keep-alive clients sending GET /mutate/x at a fixed rate until stopped."""
 
-    def __init__(self, stack: EnvoyStack) -> None:
+    def __init__(self, stack: EnvoyStack, duration: float = DURATION) -> None:
         self.stack = stack
+        self.duration = duration  # a hard bound: the traffic stops when the block ends
         self.results: list[tuple[int, str, str]] = []  # status, x-policy-gen, decision id
         self.errors: list[str] = []
         self.stop = threading.Event()
@@ -35,7 +36,7 @@ class Traffic:
         conn = http.client.HTTPConnection("127.0.0.1", self.stack.ports.listen_port, timeout=10)
         interval = 1 / RATE_PER_THREAD
         next_at = time.monotonic()
-        deadline = time.monotonic() + DURATION + 5  # hard bound whatever happens
+        deadline = time.monotonic() + self.duration + 5  # hard bound whatever happens
         while not self.stop.is_set() and time.monotonic() < deadline:
             try:
                 r = self.stack.request("GET", "/mutate/x", conn=conn)
@@ -62,7 +63,7 @@ class Traffic:
             t.join(20)
 
 
-def _configmap(mount: Path, source: Path, stamp: int) -> None:
+def configmap(mount: Path, source: Path, stamp: int) -> None:
     """Publish source as the mount's new '..data' the way kubelet does (atomic rename)."""
     target = mount / f"..2026_11_21_00_00_{stamp:02d}.{stamp:09d}"
     shutil.copytree(source, target)
@@ -78,19 +79,19 @@ def _configmap(mount: Path, source: Path, stamp: int) -> None:
 def test_policy_changes_under_traffic(tmp_path: Path) -> None:
     mount = tmp_path / "mount"
     mount.mkdir()
-    _configmap(mount, make_policies(tmp_path / "g1", "1"), 1)
+    configmap(mount, make_policies(tmp_path / "g1", "1"), 1)
     with EnvoyStack(mount, tmp_path).start() as stack, Traffic(stack) as traffic:
         assert stack.server is not None
         time.sleep(1)
-        _configmap(mount, make_policies(tmp_path / "g2", "2"), 2)
+        configmap(mount, make_policies(tmp_path / "g2", "2"), 2)
         stack.server.wait_for("gen@2")
         time.sleep(0.8)
         broken = make_policies(tmp_path / "g3", "3")
         (broken / "gen.yaml").write_text((broken / "gen.yaml").read_text() + "  bogus: 1\n")
-        _configmap(mount, broken, 3)
+        configmap(mount, broken, 3)
         stack.server.wait_for("bogus")  # rejected: the last good snapshot keeps serving
         time.sleep(0.8)
-        _configmap(mount, make_policies(tmp_path / "g4", "4"), 4)
+        configmap(mount, make_policies(tmp_path / "g4", "4"), 4)
         stack.server.wait_for("gen@4")
         time.sleep(0.8)
         # An in-place rewrite of the live file (not a ConfigMap swap) is picked up too.

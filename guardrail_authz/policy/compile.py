@@ -101,15 +101,21 @@ def _not_policy(doc: Any) -> bool:
     return is_openapi(doc) or is_test_document(doc)
 
 
-def load_directory(directory: Path, keys: Sequence[Path] = ()) -> PolicySnapshot:
+def load_directory(
+    directory: Path, keys: Sequence[Path] = (), *, confined: bool = False
+) -> PolicySnapshot:
     """Load, validate and compile every policy file of a directory, plus the ApiKeySet files
-    of `keys` (kept apart from policies, e.g. a Secret), or raise PolicyLoadError."""
+    of `keys` (kept apart from policies, e.g. a Secret), or raise PolicyLoadError.
+
+    `confined` (bundles): files a policy references (JWKS, OpenAPI) must lie in the
+    directory; absolute and '..' references are refused before anything is read."""
     sink = ErrorSink()
     stages = _Stages()
     if not directory.is_dir():
         sink.add("dir.missing", "policy directory does not exist", str(directory))
         raise PolicyLoadError(sink.sorted())
     docs: list[Policy | ApiKeySet] = []
+    tests: set[str] = set()  # GuardrailTest files: not part of the snapshot
     digest = hashlib.sha256()
     with stages.stage("parse"):
         files = policy_files(directory)
@@ -126,6 +132,7 @@ def load_directory(directory: Path, keys: Sequence[Path] = ()) -> PolicySnapshot
             scratch = ErrorSink()
             loaded = load_documents(text, name, scratch)
             if loaded and all(is_test_document(doc) for doc, _ in loaded):
+                tests.add(name)
                 continue  # read by `guardrail-authz test`; not part of the policy version
             digest.update(name.encode() + b"\0" + text.encode() + b"\0")
             if loaded and all(_not_policy(doc) for doc, _ in loaded):
@@ -141,14 +148,34 @@ def load_directory(directory: Path, keys: Sequence[Path] = ()) -> PolicySnapshot
                 elif parsed is not None:
                     docs.append(parsed)
         watched: list[Path] = []
+        if confined:
+            docs = [d for d in docs if _inside(d, sink)]
         docs = [_read_jwks_file(d, directory, digest, watched, sink) for d in docs]
         docs = [import_openapi(d, directory, digest, watched, sink) for d in docs]
     policies = [d for d in docs if isinstance(d, Policy)]
     if not policies and not sink:
         sink.add("dir.empty", "no GuardrailPolicy found (*.yaml or *.yml files)", str(directory))
-    names = [name for _, name, _ in sources] + [str(p) for p in watched]
+    names = [name for _, name, _ in sources if name not in tests] + [str(p) for p in watched]
     snapshot = compile_policies(docs, digest.hexdigest()[:12], names, sink, stages)
     return replace(snapshot, watched=tuple(watched))
+
+
+def _inside(doc: Policy | ApiKeySet, sink: ErrorSink) -> bool:
+    """False (and an error) when a policy references a file outside its directory."""
+    if not isinstance(doc, Policy):
+        return True
+    refs = []
+    if doc.jwt is not None and doc.jwt.jwks_file is not None:
+        refs.append((doc.jwt.jwks_file, doc.jwt.keys_where))
+    if doc.openapi is not None:
+        refs.append((doc.openapi.file, doc.openapi.where))
+    ok = True
+    for name, w in refs:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            msg = f"{name!r} is outside the bundle: a bundle must hold every file it reads"
+            sink.add("bundle.external", msg, w.file, w.line, w.field)
+            ok = False
+    return ok
 
 
 def _read_jwks_file(
@@ -167,7 +194,7 @@ def _read_jwks_file(
     if text is None:
         sink.add("jwt.jwks", f"JWKS file {str(path)!r} cannot be read", w.file, w.line, w.field)
         return doc  # already reported; compiling it finds no key source
-    digest.update(str(path).encode() + b"\0" + text.encode() + b"\0")
+    digest.update(name.encode() + b"\0" + text.encode() + b"\0")
     watched.append(path)
     try:
         data = json.loads(text)
