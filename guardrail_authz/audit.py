@@ -3,18 +3,171 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json.encoder
 import logging
+import re
 import sys
 import time
+from _json import make_encoder
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+from urllib.parse import unquote_plus
 
-from guardrail_authz.engine.decision import Decision
+from guardrail_authz.engine.decision import DECISION_ID_HEADER, Decision
 from guardrail_authz.engine.request import RequestView
+from guardrail_authz.policy.compile import ALWAYS_SECRET_HEADERS
 
 log = logging.getLogger(__name__)
 _esc = json.encoder.encode_basestring_ascii  # the C escaper: quotes and escapes one string
+
+
+def _unencodable(value: object) -> object:
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+# The C encoder, made once: JSONEncoder.encode builds one per call, which costs as much as
+# encoding a record's headers. No circular-reference markers: records are trees.
+_encoder = make_encoder(None, _unencodable, _esc, None, ":", ",", False, False, True)
+
+REDACTED = "[redacted]"
+TRUNCATED = "\u2026[truncated]"
+MAX_HEADER_VALUE = 1024
+MAX_QUERY = 2048
+MAX_PATH = 512
+MAX_KNOWN_NAMES = 4096  # header names remembered as classified, per set of secret names
+# Header names that look like credentials whatever the policies say (searched lower-case);
+# the API-key-like ones are hashed, the others redacted.
+_SECRET_NAME = re.compile(r"token|secret|password|session|api[-_]?key|cookie|authorization")
+_API_KEY_NAME = re.compile(r"api[-_]?key")
+# Query parameters whose names look like credentials (lower-case): their values are redacted.
+_SECRET_PARAM = re.compile(r"token|key|secret|passw(?:or)?d|pwd|auth|session|sig|code")
+# Headers whose value is a URL with a query string (redacted like the request's own query).
+URL_HEADERS = frozenset({":path", "referer", "x-envoy-original-path"})
+_HASH, _REDACT, _URL = 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class SecretHeaders:
+    """The header names an audit record hashes (API keys) or redacts (other credentials).
+
+    Which names of a request need work is found with two set operations: every header name
+    seen is classified once (a word search) and remembered, up to MAX_KNOWN_NAMES names."""
+
+    api_key: frozenset[str]
+    secret: frozenset[str]
+    known: set[str] = field(default_factory=set, compare=False, repr=False)
+    flagged: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def handling(self, name: str) -> int:
+        """0 to record the header as it is, or how to record it (_HASH, _REDACT, _URL)."""
+        low = name.lower()
+        if low in self.api_key:
+            return _HASH
+        if low in self.secret:
+            return _REDACT
+        if low in URL_HEADERS:
+            return _URL
+        if _SECRET_NAME.search(low) is None:
+            return 0
+        return _HASH if _API_KEY_NAME.search(low) else _REDACT
+
+    def to_change(self, headers: dict[str, str]) -> dict[str, int]:
+        """The names of `headers` whose values are not recorded as they are, with how."""
+        known, flagged = self.known, self.flagged
+        if known.issuperset(headers):  # the common case: two C-level set operations
+            return {name: flagged[name] for name in flagged.keys() & headers.keys()}
+        found = {}
+        for name in headers:
+            how = flagged.get(name, 0) if name in known else self.handling(name)
+            if how:
+                found[name] = how
+            if name not in known and len(known) < MAX_KNOWN_NAMES:
+                known.add(name)
+                if how:
+                    flagged[name] = how
+        return found
+
+
+DEFAULT_SECRETS = SecretHeaders(frozenset({"x-api-key"}), frozenset(ALWAYS_SECRET_HEADERS))
+
+
+def key_digest(value: str) -> str:
+    """How an API key is recorded: 'sha256:' and the hex digest policies store for it."""
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+
+
+def redact_query(query: str) -> str:
+    """A query string with the values of secret-looking parameters redacted, capped."""
+    if "%" not in query and _SECRET_PARAM.search(query.lower()) is None:
+        return query[:MAX_QUERY]  # the common case: one C-level scan, nothing to redact
+    parts = query.split("&")
+    for i, part in enumerate(parts):
+        name, eq, _ = part.partition("=")
+        if eq and _SECRET_PARAM.search((unquote_plus(name) if "%" in name else name).lower()):
+            parts[i] = f"{name}={REDACTED}"
+    return "&".join(parts)[:MAX_QUERY]
+
+
+def _redact_url(url: str) -> str:
+    mark = url.find("?")
+    if mark < 0:
+        return url
+    query, hash_, fragment = url[mark + 1 :].partition("#")
+    redacted = redact_query(query)
+    return url if redacted == query else f"{url[:mark]}?{redacted}{hash_}{fragment}"
+
+
+def redact_headers(headers: Mapping[str, str], secrets: SecretHeaders) -> dict[str, str]:
+    """Headers as recorded: API keys hashed, other credentials redacted, values capped."""
+    out = dict(headers)
+    if out:
+        _redact(out, secrets)
+    return out
+
+
+def _redact(out: dict[str, str], secrets: SecretHeaders) -> dict[str, str]:
+    """redact_headers on a dict of our own, in place."""
+    for name, how in secrets.to_change(out).items():
+        value = out[name]
+        if how == _HASH:
+            out[name] = key_digest(value)
+        elif how == _URL:
+            out[name] = _redact_url(value)
+        else:
+            out[name] = REDACTED
+    if max(map(len, out.values())) > MAX_HEADER_VALUE:
+        for name, value in out.items():
+            if len(value) > MAX_HEADER_VALUE:
+                out[name] = value[:MAX_HEADER_VALUE] + TRUNCATED
+    return out
+
+
+def mutations(d: Decision, secrets: SecretHeaders) -> dict[str, Any]:
+    """An allow's mutations as recorded (and compared by replay): the non-empty parts, the
+    decision id header left out, credential-looking values hashed or redacted."""
+    out: dict[str, Any] = {}
+    sets = {n: v for n, v, _ in d.upstream_headers_set if n != DECISION_ID_HEADER}
+    if sets:
+        out["set"] = _redact(sets, secrets)
+    if d.upstream_headers_remove:
+        out["remove"] = list(d.upstream_headers_remove)
+    if d.response_headers_add:
+        out["response"] = _redact({n: v for n, v, _ in d.response_headers_add}, secrets)
+    if d.query_set:
+        out["query_set"] = {
+            n: REDACTED if _SECRET_PARAM.search(n.lower()) else v for n, v in d.query_set
+        }
+    if d.query_remove:
+        out["query_remove"] = list(d.query_remove)
+    return out
+
+
+def encode(value: dict[str, Any]) -> str:
+    """A JSON object as compact ASCII text, by the C encoder."""
+    return "".join(_encoder(value, 0))
 
 
 def _s(value: str | None) -> str:
@@ -46,29 +199,50 @@ class _Clock:
         return self._stamp
 
 
-def render(d: Decision, view: RequestView | None, seconds: float, now: str) -> str:
-    """One decision as a JSON line. Only fields named here are written: never headers,
-    query strings or bodies, so credentials cannot reach the audit log."""
+def render(
+    d: Decision,
+    view: RequestView | None,
+    seconds: float,
+    now: str,
+    secrets: SecretHeaders = DEFAULT_SECRETS,
+) -> str:
+    """One decision as a JSON line. Only fields named here are written, and credentials never
+    in clear: API-key headers are hashed, other secret headers and secret-looking query
+    parameters redacted, bodies not recorded (docs/audit.md)."""
     if view is not None:
-        path = view.raw_path.split("?", 1)[0][:512]
+        path = view.raw_path.split("?", 1)[0][:MAX_PATH]
         req = (
             f'"method":{_esc(view.method)},"host":{_esc(view.host)},"path":{_esc(path)},'
             f'"source_principal":{_s(view.source_principal or None)},'
             f'"request_id":{_s(view.request_id or None)},"body_bytes":{len(view.body)}'
         )
+        extra: dict[str, Any] = {"port": view.port}
+        _, mark, query = view.raw_path.partition("?")
+        if mark:
+            query = query.partition("#")[0]
+            if query:
+                extra["query"] = redact_query(query)
+        extra["headers"] = redact_headers(view.headers, secrets)
     else:
         req = '"method":null,"host":null,"path":null,"source_principal":null,"request_id":null'
         req += ',"body_bytes":0'
+        extra = {"port": None}
     reasons = ",".join(_esc(r) for r in d.reasons)
     if d.actions:
         req += ',"actions":[' + ",".join(_esc(a) for a in d.actions) + "]"
+    extra["credential"] = d.credential
+    extra["enforced"] = not d.monitored
+    if d.monitored:
+        extra["would_deny"] = [w.to_json() for w in d.monitored]
+    if d.allowed:
+        extra["mutations"] = mutations(d, secrets)
     return (
         f'{{"time":"{now}","event":"decision","decision_id":{_esc(d.decision_id)},'
         f'"policy_version":{_esc(d.policy_version)},"policy":{_s(d.policy)},'
         f'"route":{_s(d.route)},"action":{_s(d.action)},"principal":{_s(d.principal)},'
         f'"outcome":"{"allow" if d.allowed else "deny"}","status":{d.status},'
         f'"reason":{_esc(d.reason)},"reasons":[{reasons}],"rule":{_s(d.rule)},'
-        f'{req},"latency_ms":{seconds * 1000:.3f}}}\n'
+        f'{req},{encode(extra)[1:-1]},"latency_ms":{seconds * 1000:.3f}}}\n'
     )
 
 
@@ -95,6 +269,18 @@ class AuditLog:
         self._queued: list[tuple[Decision, RequestView | None, float, float]] = []
         self._scheduled = False
         self._clock = _Clock()
+        self._secrets = DEFAULT_SECRETS
+
+    def set_secret_headers(
+        self, api_key_headers: frozenset[str], secret_headers: frozenset[str]
+    ) -> None:
+        """Name the headers to hash (API keys) and redact (other credentials) from now on;
+        called after every policy load. Queued records are rendered with the names current
+        when they are written."""
+        self._secrets = SecretHeaders(
+            frozenset(h.lower() for h in api_key_headers),
+            frozenset(h.lower() for h in secret_headers),
+        )
 
     def record(self, d: Decision, view: RequestView | None, seconds: float) -> None:
         """Queue one decision; its line is written within the flush interval."""
@@ -113,8 +299,11 @@ class AuditLog:
         queued = self._queued
         if queued:
             stamp = self._clock.stamp
+            secrets = self._secrets
             try:
-                lines = [render(d, view, seconds, stamp(t)) for d, view, seconds, t in queued]
+                lines = [
+                    render(d, view, seconds, stamp(t), secrets) for d, view, seconds, t in queued
+                ]
             except Exception:  # noqa: BLE001 - one bad record must not cost the batch the rest
                 lines = [self._render_one(*item) for item in queued]
             queued.clear()
@@ -123,7 +312,7 @@ class AuditLog:
 
     def _render_one(self, d: Decision, view: RequestView | None, seconds: float, t: float) -> str:
         try:
-            return render(d, view, seconds, self._clock.stamp(t))
+            return render(d, view, seconds, self._clock.stamp(t), self._secrets)
         except Exception:
             log.exception("audit record for decision %r could not be rendered", d.decision_id)
             return (

@@ -16,7 +16,7 @@ from guardrail_authz.engine.decision import DecisionIds
 from guardrail_authz.engine.evaluate import evaluate
 from guardrail_authz.engine.request import RequestView
 from guardrail_authz.policy.errors import PolicyLoadError
-from guardrail_authz.rollout import bundle_cli, testrun_cli
+from guardrail_authz.rollout import bundle_cli, replay_cli, testrun_cli
 from guardrail_authz.rollout.bundle import load_source
 from guardrail_authz.rollout.history import DEFAULT_KEEP
 
@@ -25,7 +25,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_DENIED = 3
 # Commands defined in their own modules, each with add_parser(sub) and run(args).
-_COMMAND_MODULES = {"test": testrun_cli, "bundle": bundle_cli}
+_COMMAND_MODULES = {"test": testrun_cli, "replay": replay_cli, "bundle": bundle_cli}
 
 
 _KEYS_HELP = (

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 from pathlib import Path
 
-from guardrail_authz.audit import AuditLog, _Clock, render
-from guardrail_authz.engine.decision import Decision
+import pytest
+
+from guardrail_authz import audit
+from guardrail_authz.audit import (
+    MAX_HEADER_VALUE,
+    MAX_QUERY,
+    AuditLog,
+    SecretHeaders,
+    _Clock,
+    redact_headers,
+    redact_query,
+    render,
+)
+from guardrail_authz.engine.decision import DECISION_ID_HEADER, Decision, WouldDeny
 from guardrail_authz.engine.request import RequestView
+from tests.conftest import SHIPPED_POLICIES
 
 SECRETS = {
     "x-api-key": "demo-reader-key",
@@ -106,3 +120,175 @@ def test_clock_stamps_are_milliseconds_even_at_second_boundaries() -> None:
     assert stamps[4].endswith(".000Z")
     assert stamps[4] == stamps[5]
     assert stamps == sorted(stamps)
+
+
+def _snapshot_secrets() -> tuple[frozenset[str], frozenset[str]]:
+    from guardrail_authz.policy.compile import load_directory
+
+    snap = load_directory(SHIPPED_POLICIES)
+    return snap.api_key_headers, snap.secret_headers
+
+
+def test_demo_secrets_never_reach_a_record_but_the_key_hash_does(tmp_path: Path) -> None:
+    api_key_headers, secret_headers = _snapshot_secrets()
+    headers = {
+        ":authority": "shop.example", ":path": "/api/orders?token=tok-s3cr3t&page=2",
+        "x-api-key": "demo-reader-key", "authorization": "Bearer eyJhbGciOi.payload.sig",
+        "cookie": "session=c00kie-s3cr3t", "referer": "https://shop.example/?token=tok-s3cr3t",
+    }  # fmt: skip
+    view = RequestView(
+        method="GET", raw_path="/api/orders?token=tok-s3cr3t&page=2", host="shop.example",
+        headers=headers, port=8080,
+    )  # fmt: skip
+    log = AuditLog(tmp_path / "a.log")
+    log.set_secret_headers(api_key_headers, secret_headers)
+    log.record(_decision(), view, 0.001)
+    log.close()
+    text = (tmp_path / "a.log").read_text()
+    for secret in ("demo-reader-key", "eyJhbGciOi", "Bearer", "c00kie-s3cr3t", "tok-s3cr3t"):
+        assert secret not in text
+    record = json.loads(text)
+    digest = hashlib.sha256(b"demo-reader-key").hexdigest()
+    assert record["headers"]["x-api-key"] == f"sha256:{digest}"
+    assert record["headers"]["authorization"] == "[redacted]"
+    assert record["headers"]["cookie"] == "[redacted]"
+    assert record["headers"][":path"] == "/api/orders?token=[redacted]&page=2"
+    assert record["headers"]["referer"] == "https://shop.example/?token=[redacted]"
+    assert record["headers"][":authority"] == "shop.example"  # pseudo-headers kept
+    assert record["query"] == "token=[redacted]&page=2"
+    assert record["port"] == 8080
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("page=2&sort=asc", "page=2&sort=asc"),
+        ("access_token=a&page=2", "access_token=[redacted]&page=2"),
+        ("API_KEY=a&Password=b&passwd=c&pwd=d", "API_KEY=~&Password=~&passwd=~&pwd=~"),
+        ("X-Amz-Signature=a&sig=b&code=c&state=d", "X-Amz-Signature=~&sig=~&code=~&state=d"),
+        ("session_id=a&auth=b&client_secret=c", "session_id=~&auth=~&client_secret=~"),
+        ("%74oken=a&q=%41", "%74oken=[redacted]&q=%41"),  # a name percent-encoded is decoded
+        ("token", "token"),  # no value, nothing to hide
+    ],
+)  # fmt: skip
+def test_query_values_of_secret_looking_parameters_are_redacted(query: str, expected: str) -> None:
+    assert redact_query(query) == expected.replace("~", "[redacted]")
+
+
+def test_the_query_is_capped_and_omitted_when_empty() -> None:
+    long = "q=" + "a" * 5000
+    record = json.loads(render(_decision(), _view("/p?" + long + "#frag"), 0.0, "t"))
+    assert record["query"] == long[:MAX_QUERY]
+    for path in ("/p", "/p?", "/p?#frag"):
+        assert "query" not in json.loads(render(_decision(), _view(path), 0.0, "t"))
+
+
+def test_headers_are_hashed_redacted_or_capped_by_name() -> None:
+    secrets = SecretHeaders(frozenset({"x-tenant-key"}), frozenset({"x-jwt", "cookie"}))
+    headers = {
+        "x-tenant-key": "k1", "x-jwt": "j", "cookie": "c", "x-auth-token": "t",
+        "x-session-id": "s", "x-client-secret": "cs", "x-db-password": "p", "x-apikey": "k2",
+        "x-api-key": "k3", "user-agent": "u" * 2000, "accept": "*/*",
+    }  # fmt: skip
+    out = redact_headers(headers, secrets)
+    assert out["x-tenant-key"] == "sha256:" + hashlib.sha256(b"k1").hexdigest()
+    assert out["x-apikey"] == "sha256:" + hashlib.sha256(b"k2").hexdigest()
+    assert out["x-api-key"] == "sha256:" + hashlib.sha256(b"k3").hexdigest()
+    for name in ("x-jwt", "cookie", "x-auth-token", "x-session-id", "x-client-secret"):
+        assert out[name] == "[redacted]"
+    assert out["x-db-password"] == "[redacted]"
+    assert out["user-agent"] == "u" * MAX_HEADER_VALUE + "…[truncated]"
+    assert out["accept"] == "*/*"
+    assert headers["cookie"] == "c"  # the request's own headers are left alone
+    again = redact_headers(headers, secrets)  # the second time from the remembered names
+    assert again == out
+
+
+def test_names_are_still_classified_once_the_memory_of_names_is_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(audit, "MAX_KNOWN_NAMES", 3)
+    secrets = SecretHeaders(frozenset({"x-api-key"}), frozenset({"authorization"}))
+    assert redact_headers({"a": "1", "b": "2", "c": "3"}, secrets) == {"a": "1", "b": "2", "c": "3"}
+    late = {"a": "1", "authorization": "Bearer x", "x-refresh-token": "r", "x-api-key": "k"}
+    out = redact_headers(late, secrets)
+    assert out["authorization"] == out["x-refresh-token"] == "[redacted]"
+    assert out["x-api-key"].startswith("sha256:")
+    assert len(secrets.known) == 3
+
+
+def test_until_names_are_set_the_always_secret_ones_are_used(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.log")
+    view = _view("/p")
+    view.headers = {"x-custom-key": "custom", "x-api-key": "demo-reader-key"}
+    log.record(_decision(), view, 0.001)
+    log.set_secret_headers(frozenset({"x-custom-key"}), frozenset({"x-custom-key"}))
+    log.record(_decision(), view, 0.001)
+    log.close()
+    first, second = (json.loads(line) for line in (tmp_path / "a.log").read_text().splitlines())
+    assert first["headers"]["x-custom-key"] == "custom"
+    assert first["headers"]["x-api-key"].startswith("sha256:")
+    assert second["headers"]["x-custom-key"] == "sha256:" + hashlib.sha256(b"custom").hexdigest()
+
+
+def test_names_current_at_flush_apply_to_queued_records(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    view = _view("/p")
+    view.headers = {"x-later": "v"}
+
+    async def run() -> None:
+        log = AuditLog(path, flush_interval=60)
+        log.record(_decision(), view, 0.001)
+        log.set_secret_headers(frozenset(), frozenset({"x-later"}))
+        log.close()
+
+    asyncio.run(run())
+    assert json.loads(path.read_text())["headers"]["x-later"] == "[redacted]"
+
+
+def test_credential_enforcement_and_mutations_are_recorded() -> None:
+    d = _decision()
+    d.credential = "api_key"
+    d.upstream_headers_set += [
+        ("x-guardrail-principal", "reader", "overwrite"),
+        (DECISION_ID_HEADER, "d-1", "overwrite"),
+        ("authorization", "Bearer upstream-s3cr3t", "overwrite"),
+    ]
+    d.upstream_headers_remove.append("x-api-key")
+    d.response_headers_add.append(("cache-control", "no-store", "overwrite"))
+    d.query_set += [("v", "2"), ("api_token", "qs3cr3t")]
+    d.query_remove.append("debug")
+    line = render(d, _view(), 0.0, "t")
+    record = json.loads(line)
+    assert record["credential"] == "api_key"
+    assert record["enforced"] is True
+    assert "would_deny" not in record
+    assert record["mutations"] == {
+        "set": {"x-guardrail-principal": "reader", "authorization": "[redacted]"},
+        "remove": ["x-api-key"],
+        "response": {"cache-control": "no-store"},
+        "query_set": {"v": "2", "api_token": "[redacted]"},
+        "query_remove": ["debug"],
+    }
+    assert "s3cr3t" not in line
+
+
+def test_monitored_denials_and_empty_mutations() -> None:
+    d = _decision()
+    d.monitored.append(WouldDeny(403, "denied_by_rule:x", "x", "rule"))
+    d.upstream_headers_set.append((DECISION_ID_HEADER, "d-1", "overwrite"))
+    record = json.loads(render(d, _view(), 0.0, "t"))
+    assert record["enforced"] is False
+    assert record["would_deny"] == [
+        {"status": 403, "reason": "denied_by_rule:x", "rule": "x", "scope": "rule"}
+    ]
+    assert record["mutations"] == {}  # the decision id alone is left out
+    denied = Decision(False, 403, "no_rule_matched", "d-2", "v")
+    assert "mutations" not in json.loads(render(denied, _view(), 0.0, "t"))
+
+
+def test_a_record_without_a_view_has_no_request_fields() -> None:
+    record = json.loads(render(_decision(), None, 0.0, "t"))
+    assert record["port"] is None
+    assert "headers" not in record
+    assert "query" not in record
