@@ -73,7 +73,7 @@ def test_monitor_mode_lets_a_would_be_denied_request_through_and_records_it(
         ]
         reasons = record["reasons"]
         assert isinstance(reasons, list)
-        assert "would_deny:beta_client" not in reasons  # a deny rule's: in would_deny only
+        assert reasons == ["allowed_by_rule:anyone", "would_deny:beta_client"]
         assert records[normal_id]["enforced"] is True
         assert "would_deny" not in records[normal_id]
         _, metrics = stack.server.http("/metrics")

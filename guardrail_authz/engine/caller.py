@@ -17,8 +17,10 @@ class Caller:
         "key",
         "monitored",
         "principal",
+        "reasoned",
         "roles",
         "roles_header",
+        "ruled",
         "source",
         "trace",
     )
@@ -40,5 +42,7 @@ class Caller:
         self.actions: tuple[str, ...] = ()  # what the payload does, when the route extracts it
         self.credential: str | None = None  # "api_key" | "jwt" | "mtls": what authenticated
         self.monitored: list[WouldDeny] = []  # denials found in monitor mode, not enforced
+        self.reasoned = 0  # how many of `monitored` are already named in the reasons
         self.by_rule = False  # the denial came from a deny rule in its own (enforced) mode
+        self.ruled = False  # the rules ran (not refused before them)
         self.trace = trace  # lines explaining the decision, when asked for

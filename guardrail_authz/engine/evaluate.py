@@ -132,8 +132,13 @@ def _decide(
     caller = Caller(None, _NO_ROLES, "", source, trace)
     d = _judge(snapshot, view, did, route, runtime, caller)
     if not d.allowed and route.monitor is not None and not caller.by_rule and d.status < 500:
-        d = _monitored(snapshot, view, did, route, caller, d)
-    d.monitored = caller.monitored
+        d = _monitored(snapshot, view, did, route, runtime, caller, d)
+    d.actions = caller.actions
+    monitored = caller.monitored
+    d.monitored = monitored
+    if len(monitored) > caller.reasoned:  # each would-deny also named among the reasons
+        d.reasons.extend(f"would_deny:{w.reason}" for w in monitored[caller.reasoned :])
+        caller.reasoned = len(monitored)
     d.credential = caller.credential
     return d
 
@@ -143,24 +148,35 @@ def _monitored(
     view: RequestView,
     did: str,
     route: CompiledRoute,
+    runtime: Runtime,
     caller: Caller,
     denied: Decision,
 ) -> Decision:
-    """A denial by a route in monitor mode: recorded as a would-deny and allowed as if the
-    guardrail were absent, unless this principal is in the share already enforced."""
+    """A denial by a route in monitor mode: recorded as a would-deny and the request goes on
+    as if that guardrail were absent, unless this principal is in the share enforced."""
     rollout = route.monitor
     assert rollout is not None  # noqa: S101 - checked by the caller
     enforced = rollout.enforced_for(caller.principal)
-    if caller.trace is not None:
+    trace = caller.trace
+    if trace is not None:
         what = f"route guardrail ({denied.status} {denied.reason})"
-        caller.trace.append(explain.monitor_line(what, rollout, enforced))
+        trace.append(explain.monitor_line(what, rollout, enforced))
     if enforced:
         return denied
     caller.monitored.append(WouldDeny(denied.status, denied.reason, denied.rule, rollout.scope))
+    if not caller.ruled:
+        # Refused before the rules (a credential, the payload): the rules still decide, so
+        # a deny rule enforced on its own still denies.
+        if trace is not None:
+            trace.append("monitor mode: the rules still run")
+        d = _ruled(snapshot, view, did, route, runtime, caller)
+        if d.allowed or caller.by_rule or d.status >= 500:
+            return d
+        caller.monitored.append(WouldDeny(d.status, d.reason, d.rule, rollout.scope))
+        if trace is not None:
+            trace.append(f"monitor mode: would deny ({d.status} {d.reason}), not enforced")
     d = _allow(snapshot, view, did, route, None, caller)
     d.reason = "allowed_in_monitor_mode"
-    d.reasons.append(f"would_deny:{denied.reason}")
-    d.actions = caller.actions
     return d
 
 
@@ -200,7 +216,6 @@ def _judge(
                 f"payload: accepted (actions: {acts})" + (f"; monitored: {hits}" if hits else "")
             )
     decision = _ruled(snapshot, view, did, route, runtime, caller)
-    decision.actions = caller.actions
     if monitored:
         decision.reasons.extend(f"monitor:{h.detector}_detected:{h.field}" for h in monitored)
     return decision
@@ -215,6 +230,7 @@ def _ruled(
     caller: Caller,
 ) -> Decision:
     """The rules' verdict once identity and payload are known."""
+    caller.ruled = True
     trace = caller.trace
     for rule in route.deny_rules:
         if _matches(rule, caller, view):
@@ -322,7 +338,8 @@ def _limited(
         mon = route.monitor
         if mon is not None and not mon.enforced_for(caller.principal):
             caller.monitored.append(WouldDeny(429, "rate_limited", rule.name, mon.scope))
-            allowed.reasons.append("would_deny:rate_limited")
+            allowed.reasons.append("would_deny:rate_limited")  # settled after _decide maybe
+            caller.reasoned += 1
             allowed.monitored = caller.monitored
             return allowed
         d = _deny(
