@@ -44,7 +44,8 @@ class Verdict:
     def text(self) -> str:
         """E.g. 'deny 403 no_rule_matched' or 'allow 200 allowed [rule readers]'."""
         rule = f" [rule {self.rule}]" if self.rule else ""
-        return f"{self.outcome} {self.status} {self.reason}{rule}"
+        held = "".join(f" (would deny {s} {r})" for s, r, _ in self.would_deny)
+        return f"{self.outcome} {self.status} {self.reason}{rule}{held}"
 
     def to_json(self) -> dict[str, Any]:
         """As in the JSON report."""

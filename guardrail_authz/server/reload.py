@@ -133,7 +133,7 @@ class SnapshotHolder:
             if self.pin is not None:
                 self.metrics.policy_held()
                 log.warning(
-                    "policy source now has %s; not applied: %s is pinned by %s "
+                    "policy source now has %s; not applied: %s is pinned (%s) "
                     "(`guardrail-authz resume` to track the source again)",
                     snapshot.version,
                     self.pin.version,
@@ -160,7 +160,7 @@ class SnapshotHolder:
             if not target.active:
                 self._activate(target)
             self.metrics.rollback(True)
-            log.warning("rolled back to %s (was %s) by %s; pinned", target.version, replaced, by)
+            log.warning("rolled back to %s (was %s), %s; pinned", target.version, replaced, by)
             return target, replaced
 
     def resume(self, by: str) -> tuple[VersionEntry | None, bool]:
@@ -180,7 +180,7 @@ class SnapshotHolder:
             if not entry.active:
                 self._activate(entry)
             self.metrics.rollback(False)
-            log.warning("resumed tracking %s: %s active (by %s)", self.directory, entry.version, by)
+            log.warning("resumed tracking %s: %s active (%s)", self.directory, entry.version, by)
             return entry, entry.version != before
 
     def _activate(self, entry: VersionEntry) -> None:
