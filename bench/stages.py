@@ -64,7 +64,7 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
         audit = AuditLog(Path(tmp) / "audit.jsonl")
         try:
-            svc = CheckService(holder, audit, metrics)
+            svc = CheckService(holder, audit, metrics, batch_wait=0)  # the handler alone
             payload = allow_request()
             req = CheckRequest.FromString(payload)
             view = view_from_check(req)

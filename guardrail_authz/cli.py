@@ -19,6 +19,7 @@ from guardrail_authz.policy.errors import PolicyLoadError
 from guardrail_authz.rollout import bundle_cli, replay_cli, testrun_cli
 from guardrail_authz.rollout.bundle import load_source
 from guardrail_authz.rollout.history import DEFAULT_KEEP
+from guardrail_authz.server.batch import DEFAULT_WAIT
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -63,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
         default="open",
         help="when Redis cannot answer: open lets limited calls through (default), closed "
         "refuses them with 503",
+    )
+    s.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=DEFAULT_WAIT * 1000,
+        help="under load, wait up to this long to decide Checks in batches (default "
+        f"{DEFAULT_WAIT * 1000:g} ms; an idle server never waits; 0 turns batching off)",
     )
     s.add_argument(
         "--keep-versions",
@@ -175,6 +183,7 @@ def _serve(args: argparse.Namespace) -> int:
         keep_versions=max(1, args.keep_versions),
         admin=args.admin,
         admin_token_file=args.admin_token_file,
+        batch_wait=max(0.0, args.batch_wait_ms) / 1000,
     )
     try:
         asyncio.run(serve(config))

@@ -25,6 +25,7 @@ from guardrail_authz.identity.jwks import JwksCache
 from guardrail_authz.identity.jwt import Verifier
 from guardrail_authz.policy.snapshot import PolicySnapshot
 from guardrail_authz.rollout.history import DEFAULT_KEEP
+from guardrail_authz.server.batch import DEFAULT_WAIT
 from guardrail_authz.server.metrics import Metrics
 from guardrail_authz.server.ops_http import OpsHttp
 from guardrail_authz.server.reload import SnapshotHolder
@@ -53,6 +54,7 @@ class ServeConfig:
     keep_versions: int = DEFAULT_KEEP  # policy versions kept for rollback
     admin: str = "auto"  # auto (on for loopback or with a token) | on | off
     admin_token_file: Path | None = None  # bearer token the admin API requires
+    batch_wait: float = DEFAULT_WAIT  # seconds a busy server waits to batch Checks (0: never)
 
 
 def is_loopback(host: str) -> bool:
@@ -115,7 +117,9 @@ class App:
             runtime = Runtime(None, verifier, shared=True)
         else:
             runtime = Runtime(LocalLimiter(), verifier)
-        self.service = CheckService(self.holder, self.audit, self.metrics, runtime, self.shared)
+        self.service = CheckService(
+            self.holder, self.audit, self.metrics, runtime, self.shared, config.batch_wait
+        )
         self.ops = OpsHttp(self.holder, self.metrics)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # no stub
         self.grpc_port = 0

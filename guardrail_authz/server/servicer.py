@@ -15,6 +15,7 @@ from guardrail_authz.engine.ratelimit import LocalLimiter
 from guardrail_authz.engine.redislimit import RedisLimiter
 from guardrail_authz.engine.request import RequestView
 from guardrail_authz.engine.runtime import Runtime
+from guardrail_authz.server.batch import DEFAULT_WAIT, Batcher
 from guardrail_authz.server.encode import encode_allow
 from guardrail_authz.server.metrics import Metrics
 from guardrail_authz.server.reload import SnapshotHolder
@@ -24,6 +25,7 @@ from guardrail_authz.wire.envoy.service.auth.v3.external_auth_pb2 import CheckRe
 log = logging.getLogger(__name__)
 SERVICE = "envoy.service.auth.v3.Authorization"
 MAX_HEADER_BYTES = 256 * 1024
+Answer = bytes | tuple[Decision, RequestView | None, float]  # encoded, or pending a count
 _GUARDRAIL_BYTES = GUARDRAIL_PREFIX.encode()
 
 
@@ -94,6 +96,7 @@ class CheckService:
         metrics: Metrics,
         runtime: Runtime | None = None,
         shared: RedisLimiter | None = None,
+        batch_wait: float = DEFAULT_WAIT,
     ) -> None:
         self.holder = holder
         self.audit = audit
@@ -101,6 +104,9 @@ class CheckService:
         self.runtime = runtime if runtime is not None else Runtime(LocalLimiter())
         self.shared = shared
         self.ids = DecisionIds()
+        self.batcher: Batcher[tuple[bytes, float], Answer] | None = (
+            Batcher(self._complete_or_pending, batch_wait) if batch_wait > 0 else None
+        )
 
     def decide(self, payload: bytes) -> tuple[Decision, RequestView | None]:
         """Parse, evaluate; malformed input and internal failures become denials."""
@@ -126,20 +132,51 @@ class CheckService:
         return evaluate(snapshot, view, did, self.runtime), view
 
     async def check(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        """The gRPC handler (raw bytes so malformed requests still get a CheckResponse)."""
+        """The gRPC handler (raw bytes so malformed requests still get a CheckResponse).
+
+        Under load, Checks that arrive close together are decided together (server/batch.py);
+        an idle server decides each one at once."""
         start = time.perf_counter()
+        if self.batcher is not None:
+            result = await self.batcher.submit((payload, start))
+        else:
+            result = self._complete_or_pending((payload, start))
+        if isinstance(result, bytes):
+            return result
+        decision, view, start = result  # a shared-store rate limit: counted here, then answered
+        try:
+            decision = await self._count(decision)
+            out = self._encode(decision)
+        except Exception:
+            log.exception("Check failed unexpectedly")
+            decision, view = reject("unknown", self.ids.next(), 500, "internal_error", ""), None
+            out = to_check_response(decision).SerializeToString()
+        self._account(decision, view, start)
+        return out
+
+    def _complete_or_pending(self, item: tuple[bytes, float]) -> Answer:
+        """The encoded answer, with metrics and audit done; or, for a call whose rate limits
+        live in the shared store, the pending decision to count before answering."""
+        payload, start = item
         try:
             decision, view = self.decide(payload)
             if decision.pending is not None:
-                decision = await self._count(decision)
-            if decision.allowed:
-                out = encode_allow(decision)
-            else:
-                out = to_check_response(decision).SerializeToString()
+                return decision, view, start
+            out = self._encode(decision)
         except Exception:  # last line of defence: still a well-formed fail-closed answer
             log.exception("Check failed unexpectedly")
             decision, view = reject("unknown", self.ids.next(), 500, "internal_error", ""), None
             out = to_check_response(decision).SerializeToString()
+        self._account(decision, view, start)
+        return out
+
+    @staticmethod
+    def _encode(decision: Decision) -> bytes:
+        if decision.allowed:
+            return encode_allow(decision)
+        return to_check_response(decision).SerializeToString()
+
+    def _account(self, decision: Decision, view: RequestView | None, start: float) -> None:
         elapsed = time.perf_counter() - start
         metrics = self.metrics
         metrics.decision(
@@ -154,7 +191,6 @@ class CheckService:
             self.audit.record(decision, view, elapsed)
         except Exception:
             log.exception("audit write failed for decision %s", decision.decision_id)
-        return out
 
     async def _count(self, decision: Decision) -> Decision:
         """Count a pending allow's limits in the shared store and settle it."""
