@@ -13,6 +13,7 @@ import grpc
 from bench import h2load
 from bench.checkreq import CHECK_PATH, allow_request, deny_request, grpc_frame
 from bench.procs import ROOT, BenchError, Cores, Server, python, running
+from guardrail_authz.server.batch import DEFAULT_WAIT
 from guardrail_authz.wire.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 
 GRPC_OK = 0
@@ -29,6 +30,8 @@ class ThroughputReport:
     noop_command: str = ""
     real_command: str = ""
     rounds: list[tuple[h2load.Result, h2load.Result]] = field(default_factory=list)
+    batched_command: str = ""
+    batched: list[h2load.Result] = field(default_factory=list)  # (a'): no-op, same batching
     deny: h2load.Result | None = None
     checks: list[str] = field(default_factory=list)
 
@@ -39,6 +42,10 @@ class ThroughputReport:
     def ratio(self) -> float:
         """Median real / median no-op."""
         return self.median(1) / self.median(0)
+
+    def batched_median(self) -> float:
+        """Median req/s of the no-op answering through the same micro-batching (a')."""
+        return statistics.median(r.summary.rps for r in self.batched)
 
 
 def call_check(port: int, payload: bytes) -> CheckResponse:
@@ -120,8 +127,12 @@ def run(load: h2load.Load, rounds: int, cores: Cores, with_deny: bool) -> Throug
             "--grace",
             "1",
         ]
+        wait_ms = str(DEFAULT_WAIT * 1000)
+        batched_cmd = [*noop_cmd, "--batch-wait-ms", wait_ms]
         report.noop_command, report.real_command = " ".join(noop_cmd), " ".join(real_cmd)
+        report.batched_command = " ".join(batched_cmd)
         noop = stack.enter_context(running("no-op", noop_cmd, work / "noop.log"))
+        batched = stack.enter_context(running("no-op, batched", batched_cmd, work / "nb.log"))
         real = stack.enter_context(running("guardrail-authz", real_cmd, work / "real.log"))
         report.checks = verify(noop, real, allow, deny)
         for n in range(1, rounds + 1):
@@ -129,6 +140,7 @@ def run(load: h2load.Load, rounds: int, cores: Cores, with_deny: bool) -> Throug
             a = _measure(tool, noop, allow_file, load, cores)
             b = _measure(tool, real, allow_file, load, cores)
             report.rounds.append((a, b))
+            report.batched.append(_measure(tool, batched, allow_file, load, cores))
         if with_deny:
             print(" deny request", flush=True)
             report.deny = _measure(tool, real, deny_file, load, cores)
