@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -220,6 +221,21 @@ def test_access_log_carries_decision_id(stack: EnvoyStack) -> None:
         time.sleep(0.1)
     line = next(line for line in stack.envoy_log().splitlines() if did in line)
     assert '"ext_authz_latency_us"' in line
+    assert json.loads(line)["decision_id"] == did  # from ext_authz's dynamic metadata
+
+
+def test_access_log_decision_id_from_metadata_on_allow(stack: EnvoyStack) -> None:
+    r = stack.request("GET", "/public/ping")
+    assert r.status == 200
+    did = r.upstream_headers()["x-guardrail-decision-id"]
+    stack.request("GET", "/public/ping")
+    for _ in range(50):
+        if did in stack.envoy_log():
+            break
+        time.sleep(0.1)
+    records = [json.loads(x) for x in stack.envoy_log().splitlines() if x.startswith("{")]
+    [record] = [x for x in records if x.get("decision_id_upstream") == did]
+    assert record["decision_id"] == did
 
 
 def test_authz_down_fails_closed_then_recovers(tmp_path: Path) -> None:

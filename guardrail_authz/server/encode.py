@@ -2,7 +2,8 @@
 
 Byte-identical to serializing the same answer with the generated classes (to_check_response),
 which tests/test_encode.py checks over the conformance corpus. Field numbers are Envoy's:
-CheckResponse{status=1, ok_response=3}; OkHttpResponse{headers=2, headers_to_remove=5,
+CheckResponse{status=1, ok_response=3, dynamic_metadata=4}; Struct{fields=1: map entry
+{key=1, value=2}}; Value{string_value=3}; OkHttpResponse{headers=2, headers_to_remove=5,
 response_headers_to_add=6, query_parameters_to_set=7, query_parameters_to_remove=8};
 HeaderValueOption{header=1, append=2, append_action=3}; HeaderValue{key=1, value=2}.
 """
@@ -24,6 +25,7 @@ _CACHE_LIMIT = 4096
 _set_cache: dict[tuple[str, str, str], bytes] = {}
 _response_cache: dict[tuple[str, str, str], bytes] = {}
 _remove_cache: dict[str, bytes] = {}
+_METADATA_KEY = b"\x0a\x0bdecision_id"  # the Struct map entry's key, field 1
 _STATUS_OK = b"\x0a\x00"  # status {} (code 0), present as the generated classes write it
 
 
@@ -93,4 +95,8 @@ def encode_allow(d: Decision) -> bytes:
     for name in d.query_remove:
         parts.append(_field(b"\x42", name.encode()))
     ok = b"".join(parts)
-    return _STATUS_OK + b"\x1a" + _len(len(ok)) + ok
+    did = d.decision_id.encode()
+    value = b"\x1a" + _len(len(did)) + did  # Value{string_value}
+    entry = _METADATA_KEY + b"\x12" + _len(len(value)) + value
+    struct = b"\x0a" + _len(len(entry)) + entry
+    return _STATUS_OK + b"\x1a" + _len(len(ok)) + ok + b"\x22" + _len(len(struct)) + struct

@@ -44,9 +44,14 @@ def grpc_code(status: int) -> int:
     return GRPC_PERMISSION_DENIED
 
 
+METADATA_DECISION_ID = "decision_id"  # in Envoy's envoy.filters.http.ext_authz namespace
+
+
 def to_check_response(d: Decision) -> CheckResponse:
-    """Render a decision; allow carries mutations, deny carries status, headers and JSON body."""
+    """Render a decision; allow carries mutations, deny carries status, headers and JSON body.
+    Both carry the decision id as dynamic metadata, for Envoy's access log."""
     resp = CheckResponse()
+    resp.dynamic_metadata.fields[METADATA_DECISION_ID].string_value = d.decision_id
     if d.allowed:
         resp.status.code = GRPC_OK
         ok = resp.ok_response
