@@ -92,7 +92,9 @@ def measure(
                 ),
                 (
                     "Metrics.decision",
-                    lambda: metrics.decision("orders", "orders/read", True, "allowed", 1e-4),
+                    lambda: metrics.decision(
+                        "orders", "orders/read", "orders.read", True, "allowed", 1e-4
+                    ),
                 ),
                 ("AuditLog.record (file)", lambda: audit.record(decision, view, 1e-4)),
             ]

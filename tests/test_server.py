@@ -105,11 +105,16 @@ def test_health_ready_and_metrics(server: ServerProcess) -> None:
     server.check(check_request("GET", "/nowhere"))
     code, metrics = server.http("/metrics")
     assert code == 200
-    labels = 'outcome="allow",policy="public",reason="allowed",route="public/ping"'
+    labels = (
+        'action="public.ping",outcome="allow",policy="public",reason="allowed",'
+        'route="public/ping"'
+    )
     allow = f"guardrail_decisions_total{{{labels}}} 1.0"
     assert allow in metrics
-    assert 'outcome="deny",policy="",reason="route_not_found"' in metrics
+    assert 'action="",outcome="deny",policy="",reason="route_not_found"' in metrics
     assert "guardrail_decision_seconds_count 2.0" in metrics
+    assert 'guardrail_stage_seconds_count{stage="decide"} 2.0' in metrics
+    assert 'guardrail_stage_seconds_count{stage="encode"} 2.0' in metrics
     assert 'guardrail_policy_reloads_total{result="success"} 1.0' in metrics
     assert "guardrail_policy_active_info{version=" in metrics
 

@@ -16,6 +16,7 @@ class Caller:
         "credential",
         "key",
         "monitored",
+        "payload_seconds",
         "principal",
         "reasoned",
         "roles",
@@ -45,4 +46,5 @@ class Caller:
         self.reasoned = 0  # how many of `monitored` are already named in the reasons
         self.by_rule = False  # the denial came from a deny rule in its own (enforced) mode
         self.ruled = False  # the rules ran (not refused before them)
+        self.payload_seconds = 0.0  # time spent on the payload guardrails
         self.trace = trace  # lines explaining the decision, when asked for

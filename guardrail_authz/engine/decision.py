@@ -72,6 +72,7 @@ class Decision:
     deny_headers: list[tuple[str, str]] = field(default_factory=list)
     actions: tuple[str, ...] = ()  # what the payload tries to do (GraphQL, JSON-RPC, SQL, ...)
     credential: str | None = None  # what authenticated the caller: api_key, jwt, mtls
+    payload_seconds: float = 0.0  # time spent on the payload guardrails (metrics)
     # Denials found by guardrails in monitor mode and not enforced (empty: fully enforced).
     monitored: list[WouldDeny] = field(default_factory=list)
     # Rate limits still to be counted in a shared store before this allow stands (see

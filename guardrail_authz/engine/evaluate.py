@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 
 from guardrail_authz.engine import explain
 from guardrail_authz.engine.caller import Caller
@@ -140,6 +141,7 @@ def _decide(
         d.reasons.extend(f"would_deny:{w.reason}" for w in monitored[caller.reasoned :])
         caller.reasoned = len(monitored)
     d.credential = caller.credential
+    d.payload_seconds = caller.payload_seconds
     return d
 
 
@@ -201,12 +203,15 @@ def _judge(
     payload = route.payload
     if payload is not None and not (caller.principal is None and route.identity_required):
         # Only callers who could be allowed get the payload checked (and told what is wrong).
+        began = time.perf_counter()
         try:
             found = check_payload(payload, view)
         except BadRequestError as bad:
+            caller.payload_seconds = time.perf_counter() - began
             if trace is not None:
                 trace.append(f"payload: refused {bad.status} {bad.reason}")
             return _refuse(snapshot, did, route, bad, caller.principal)
+        caller.payload_seconds = time.perf_counter() - began
         caller.actions = found.actions
         monitored = found.monitored
         if trace is not None:

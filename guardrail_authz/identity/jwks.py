@@ -72,8 +72,10 @@ class JwksCache:
         fetch: Callable[[str], object] = fetch_json,
         clock: Callable[[], float] = time.monotonic,
         min_refresh: float = MIN_REFRESH,
+        on_refresh: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._fetch = fetch
+        self._on_refresh = on_refresh  # (source, succeeded): the server counts refreshes
         self._clock = clock
         self._min_refresh = min_refresh
         self._sources: dict[str, _Source] = {}
@@ -121,9 +123,13 @@ class JwksCache:
         except (FetchError, ValueError) as exc:
             stale = f"keeping {len(src.keys)} keys fetched before" if src.keys else "no keys yet"
             log.warning("JWKS refresh failed (%s); %s", exc, stale)
+            if self._on_refresh is not None:
+                self._on_refresh(src.remote, False)
             return
         src.keys = keys
         src.fetched_at = now
+        if self._on_refresh is not None:
+            self._on_refresh(src.remote, True)
         log.info("JWKS from %s: %d keys (%s)", src.remote, len(keys), ", ".join(sorted(keys)))
 
     def _discover(self, issuer: str) -> str:

@@ -109,7 +109,7 @@ class App:
         self.audit = AuditLog(config.audit_log)
         self.admin_on, token = admin_token(config)
         self.admin = AdminService(self.holder, token) if self.admin_on else None
-        self.jwks = JwksCache()
+        self.jwks = JwksCache(on_refresh=self.metrics.jwks_refreshed)
         verifier = Verifier(self.jwks.lookup)
         self.shared: RedisLimiter | None = None
         if config.redis_url:

@@ -13,6 +13,40 @@ from prometheus_client.registry import Collector
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 
 
+STAGES = ("decide", "payload", "encode", "audit")
+
+
+class _Histogram:
+    """Latency buckets in plain ints (LATENCY_BUCKETS)."""
+
+    __slots__ = ("buckets", "total")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float, n: int = 1) -> None:
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += n
+        self.total += seconds * n
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        cumulative = 0
+        out: list[tuple[str, float]] = []
+        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
+            cumulative += n
+            out.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        return out
+
+
+def _counter(
+    name: str, doc: str, labels: tuple[str, ...], counts: dict[tuple[str, ...], int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in list(counts.items()):
+        family.add_metric(key, value)
+    return family
+
+
 class _DecisionCollector(Collector):
     """Decision counts and latency kept in plain ints, turned into metrics only when scraped.
 
@@ -20,20 +54,47 @@ class _DecisionCollector(Collector):
     Histogram cost ~1.6 µs per decision, this ~0.4 µs (bench/stages.py)."""
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, str, str, str], int] = {}
-        self.would_deny: dict[tuple[str, str, str, str], int] = {}
-        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.total = 0.0
+        self.counts: dict[tuple[str, ...], int] = {}
+        self.would_deny: dict[tuple[str, ...], int] = {}
+        self.detections: dict[tuple[str, ...], int] = {}
+        self.limited: dict[tuple[str, ...], int] = {}
+        self.masked: dict[tuple[str, ...], int] = {}
+        self.mask_skipped: dict[tuple[str, ...], int] = {}
+        self.latency = _Histogram()
+        self.stages = {stage: _Histogram() for stage in STAGES}
 
     def collect(self) -> Iterator[Metric]:
-        counter = CounterMetricFamily(
+        yield _counter(
             "guardrail_decisions",
-            "Decisions by policy, route, outcome and reason.",
-            labels=("policy", "route", "outcome", "reason"),
+            "Decisions by policy, route, action, outcome and reason code.",
+            ("policy", "route", "action", "outcome", "reason"),
+            self.counts,
         )
-        for key, value in list(self.counts.items()):
-            counter.add_metric(key, value)
-        yield counter
+        yield _counter(
+            "guardrail_detector_hits",
+            "Injection detector findings by policy, route, detector and mode (block: the "
+            "request was refused; monitor: recorded only).",
+            ("policy", "route", "detector", "mode"),
+            self.detections,
+        )
+        yield _counter(
+            "guardrail_ratelimit_denials",
+            "Calls refused with 429 by a rate limit, by policy and route.",
+            ("policy", "route"),
+            self.limited,
+        )
+        yield _counter(
+            "guardrail_masked_values",
+            "Values masked in bodies (ext_proc), by policy, route and rule.",
+            ("policy", "route", "rule"),
+            self.masked,
+        )
+        yield _counter(
+            "guardrail_mask_skipped",
+            "Bodies of masked routes passed through unmasked, by policy, route and reason.",
+            ("policy", "route", "reason"),
+            self.mask_skipped,
+        )
         monitored = CounterMetricFamily(
             "guardrail_monitor_would_deny",
             "Denials found by guardrails in monitor mode and not enforced, by policy, route, "
@@ -43,17 +104,22 @@ class _DecisionCollector(Collector):
         for key, value in list(self.would_deny.items()):
             monitored.add_metric(key, value)
         yield monitored
-        cumulative = 0
-        buckets: list[tuple[str, float]] = []
-        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
-            cumulative += n
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
         yield HistogramMetricFamily(
             "guardrail_decision_seconds",
             "Time to decide one Check, from request bytes to response bytes.",
-            buckets=buckets,
-            sum_value=self.total,
+            buckets=self.latency.cumulative(),
+            sum_value=self.latency.total,
         )
+        stages = HistogramMetricFamily(
+            "guardrail_stage_seconds",
+            "Time per Check spent in each stage: decide (parse and evaluate), payload (body, "
+            "schema, detectors, actions; part of decide), encode (the answer), audit (render "
+            "and write the record, measured per batch and spread over its records).",
+            labels=("stage",),
+        )
+        for stage, hist in self.stages.items():
+            stages.add_metric([stage], hist.cumulative(), hist.total)
+        yield stages
 
 
 class Metrics:
@@ -89,17 +155,52 @@ class Metrics:
             "1 while a rollback holds the active version (source changes not applied).",
             registry=r,
         )
+        self.jwks_refreshes = Counter(
+            "guardrail_jwks_refreshes",
+            "Fetches of remote JWKS by source and result (ok, failed).",
+            ("source", "result"),
+            registry=r,
+        )
         self.routes = Gauge("guardrail_policy_routes", "Routes in the active snapshot.", registry=r)
         self.ready = Gauge("guardrail_ready", "1 once a valid policy set is loaded.", registry=r)
         self._version: str | None = None
 
-    def decision(self, policy: str, route: str, allowed: bool, reason: str, seconds: float) -> None:
-        """Count one decision and observe its latency (label children cached)."""
+    def decision(
+        self, policy: str, route: str, action: str, allowed: bool, reason: str, seconds: float
+    ) -> None:
+        """Count one decision and observe its latency."""
         c = self._decisions
-        key = (policy, route, "allow" if allowed else "deny", reason)
+        key = (policy, route, action, "allow" if allowed else "deny", reason)
         c.counts[key] = c.counts.get(key, 0) + 1
-        c.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        c.total += seconds
+        c.latency.observe(seconds)
+
+    def stage(self, stage: str, seconds: float, n: int = 1) -> None:
+        """Observe the time of one stage (for n decisions at `seconds` each)."""
+        self._decisions.stages[stage].observe(seconds, n)
+
+    def detection(self, policy: str, route: str, detector: str, mode: str) -> None:
+        """Count one injection detector finding (mode: block or monitor)."""
+        c = self._decisions.detections
+        key = (policy, route, detector, mode)
+        c[key] = c.get(key, 0) + 1
+
+    def rate_limited(self, policy: str, route: str) -> None:
+        """Count one 429 from a rate limit."""
+        c = self._decisions.limited
+        key = (policy, route)
+        c[key] = c.get(key, 0) + 1
+
+    def masked(self, policy: str, route: str, rule: str, n: int) -> None:
+        """Count values masked by one rule in one body."""
+        c = self._decisions.masked
+        key = (policy, route, rule)
+        c[key] = c.get(key, 0) + n
+
+    def mask_skipped(self, policy: str, route: str, reason: str) -> None:
+        """Count a body of a masked route passed through unmasked, and why."""
+        c = self._decisions.mask_skipped
+        key = (policy, route, reason)
+        c[key] = c.get(key, 0) + 1
 
     def policy_loaded(self, version: str, routes: int) -> None:
         """Record a successful load and the now-active version."""
@@ -116,6 +217,10 @@ class Metrics:
         c = self._decisions.would_deny
         key = (policy, route, rule, reason)
         c[key] = c.get(key, 0) + 1
+
+    def jwks_refreshed(self, source: str, ok: bool) -> None:
+        """Count one JWKS fetch."""
+        self.jwks_refreshes.labels(source, "ok" if ok else "failed").inc()
 
     def policy_held(self) -> None:
         """Record a load that compiled but was not applied (a rollback pins another)."""

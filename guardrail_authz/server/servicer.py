@@ -25,6 +25,7 @@ from guardrail_authz.wire.envoy.service.auth.v3.external_auth_pb2 import CheckRe
 log = logging.getLogger(__name__)
 SERVICE = "envoy.service.auth.v3.Authorization"
 MAX_HEADER_BYTES = 256 * 1024
+_DETECTED = "_detected"
 Answer = bytes | tuple[Decision, RequestView | None, float]  # encoded, or pending a count
 _GUARDRAIL_BYTES = GUARDRAIL_PREFIX.encode()
 
@@ -162,7 +163,10 @@ class CheckService:
             decision, view = self.decide(payload)
             if decision.pending is not None:
                 return decision, view, start
+            decided = time.perf_counter()
             out = self._encode(decision)
+            self.metrics.stage("encode", time.perf_counter() - decided)
+            self.metrics.stage("decide", decided - start)
         except Exception:  # last line of defence: still a well-formed fail-closed answer
             log.exception("Check failed unexpectedly")
             decision, view = reject("unknown", self.ids.next(), 500, "internal_error", ""), None
@@ -179,14 +183,16 @@ class CheckService:
     def _account(self, decision: Decision, view: RequestView | None, start: float) -> None:
         elapsed = time.perf_counter() - start
         metrics = self.metrics
-        metrics.decision(
-            decision.policy or "", decision.route or "", decision.allowed, decision.reason, elapsed
-        )
+        policy, route, reason = decision.policy or "", decision.route or "", decision.reason
+        metrics.decision(policy, route, decision.action or "", decision.allowed, reason, elapsed)
+        if decision.payload_seconds:
+            metrics.stage("payload", decision.payload_seconds)
+            _count_detections(metrics, decision, policy, route)
         if decision.monitored:
             for w in decision.monitored:
-                metrics.would_deny(
-                    decision.policy or "", decision.route or "", w.rule or "", w.reason
-                )
+                metrics.would_deny(policy, route, w.rule or "", w.reason)
+        if reason == "rate_limited":
+            metrics.rate_limited(policy, route)
         try:
             self.audit.record(decision, view, elapsed)
         except Exception:
@@ -206,3 +212,13 @@ class CheckService:
         """A generic handler for Authorization/Check with byte-level (de)serialization."""
         method = grpc.unary_unary_rpc_method_handler(self.check)
         return grpc.method_handlers_generic_handler(SERVICE, {"Check": method})
+
+
+def _count_detections(metrics: Metrics, d: Decision, policy: str, route: str) -> None:
+    """Detector findings of a decision: a refusal by a detector in block mode (its reason is
+    `<detector>_detected`) and the `monitor:<detector>_detected:<field>` reasons."""
+    if d.reason.endswith(_DETECTED):
+        metrics.detection(policy, route, d.reason.removesuffix(_DETECTED), "block")
+    for r in d.reasons:
+        if r.startswith("monitor:"):
+            metrics.detection(policy, route, r[8:].partition(_DETECTED)[0], "monitor")
