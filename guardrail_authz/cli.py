@@ -73,6 +73,24 @@ def _parser() -> argparse.ArgumentParser:
         f"{DEFAULT_WAIT * 1000:g} ms; an idle server never waits; 0 turns batching off)",
     )
     s.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="export a span per Check to this OTLP/HTTP traces endpoint "
+        "(e.g. http://collector:4318/v1/traces); default: no tracing",
+    )
+    s.add_argument(
+        "--trace-sample-ratio",
+        type=float,
+        default=1.0,
+        help="share of the traces this guardrail starts that are recorded (default 1.0); "
+        "a caller's sampling decision is followed",
+    )
+    s.add_argument(
+        "--no-trace-inject",
+        action="store_true",
+        help="do not start a trace for requests without one (no traceparent sent upstream)",
+    )
+    s.add_argument(
         "--keep-versions",
         type=int,
         default=DEFAULT_KEEP,
@@ -168,6 +186,7 @@ def _eval(directory: Path, request: str, keys: list[Path], *, explain: bool = Fa
 
 def _serve(args: argparse.Namespace) -> int:
     from guardrail_authz.server.app import BindError, ServeConfig, serve  # noqa: PLC0415
+    from guardrail_authz.server.tracing import TraceConfig  # noqa: PLC0415
 
     logsetup.configure(args.log_level)
     config = ServeConfig(
@@ -184,6 +203,11 @@ def _serve(args: argparse.Namespace) -> int:
         admin=args.admin,
         admin_token_file=args.admin_token_file,
         batch_wait=max(0.0, args.batch_wait_ms) / 1000,
+        tracing=TraceConfig(
+            args.otlp_endpoint,
+            min(1.0, max(0.0, args.trace_sample_ratio)),
+            inject=not args.no_trace_inject,
+        ),
     )
     try:
         asyncio.run(serve(config))

@@ -9,7 +9,7 @@ import ipaddress
 import logging
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -30,6 +30,7 @@ from guardrail_authz.server.metrics import Metrics
 from guardrail_authz.server.ops_http import OpsHttp
 from guardrail_authz.server.reload import SnapshotHolder
 from guardrail_authz.server.servicer import SERVICE, CheckService
+from guardrail_authz.server.tracing import TraceConfig, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class ServeConfig:
     admin: str = "auto"  # auto (on for loopback or with a token) | on | off
     admin_token_file: Path | None = None  # bearer token the admin API requires
     batch_wait: float = DEFAULT_WAIT  # seconds a busy server waits to batch Checks (0: never)
+    tracing: TraceConfig = field(default_factory=TraceConfig)  # off without an OTLP endpoint
 
 
 def is_loopback(host: str) -> bool:
@@ -117,8 +119,15 @@ class App:
             runtime = Runtime(None, verifier, shared=True)
         else:
             runtime = Runtime(LocalLimiter(), verifier)
+        self.tracing = Tracing(config.tracing) if config.tracing.otlp_endpoint else None
         self.service = CheckService(
-            self.holder, self.audit, self.metrics, runtime, self.shared, config.batch_wait
+            self.holder,
+            self.audit,
+            self.metrics,
+            runtime,
+            self.shared,
+            config.batch_wait,
+            self.tracing,
         )
         self.ops = OpsHttp(self.holder, self.metrics)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # no stub
@@ -216,6 +225,8 @@ class App:
             with contextlib.suppress(Exception):
                 await self.shared.close()
         self.audit.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
 
 
 async def serve(config: ServeConfig) -> None:

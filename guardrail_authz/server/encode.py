@@ -96,7 +96,7 @@ def encode_allow(d: Decision) -> bytes:
         parts.append(_field(b"\x42", name.encode()))
     ok = b"".join(parts)
     did = d.decision_id.encode()
-    value = b"\x1a" + _len(len(did)) + did  # Value{string_value}
-    entry = _METADATA_KEY + b"\x12" + _len(len(value)) + value
+    wrapped = b"\x1a" + _len(len(did)) + did  # Value{string_value}
+    entry = _METADATA_KEY + b"\x12" + _len(len(wrapped)) + wrapped
     struct = b"\x0a" + _len(len(entry)) + entry
     return _STATUS_OK + b"\x1a" + _len(len(ok)) + ok + b"\x22" + _len(len(struct)) + struct

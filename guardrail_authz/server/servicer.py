@@ -20,6 +20,7 @@ from guardrail_authz.server.encode import encode_allow
 from guardrail_authz.server.metrics import Metrics
 from guardrail_authz.server.reload import SnapshotHolder
 from guardrail_authz.server.response import to_check_response
+from guardrail_authz.server.tracing import Tracing
 from guardrail_authz.wire.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,10 @@ class CheckService:
         runtime: Runtime | None = None,
         shared: RedisLimiter | None = None,
         batch_wait: float = DEFAULT_WAIT,
+        tracing: Tracing | None = None,
     ) -> None:
         self.holder = holder
+        self.tracing = tracing
         self.audit = audit
         self.metrics = metrics
         self.runtime = runtime if runtime is not None else Runtime(LocalLimiter())
@@ -147,6 +150,8 @@ class CheckService:
         decision, view, start = result  # a shared-store rate limit: counted here, then answered
         try:
             decision = await self._count(decision)
+            if self.tracing is not None:
+                self._trace(decision, view, start)
             out = self._encode(decision)
         except Exception:
             log.exception("Check failed unexpectedly")
@@ -164,6 +169,8 @@ class CheckService:
             if decision.pending is not None:
                 return decision, view, start
             decided = time.perf_counter()
+            if self.tracing is not None:
+                self._trace(decision, view, start)
             out = self._encode(decision)
             self.metrics.stage("encode", time.perf_counter() - decided)
             self.metrics.stage("decide", decided - start)
@@ -173,6 +180,16 @@ class CheckService:
             out = to_check_response(decision).SerializeToString()
         self._account(decision, view, start)
         return out
+
+    def _trace(self, decision: Decision, view: RequestView | None, start: float) -> None:
+        """The Check's span (may add `traceparent` to an allow's upstream headers)."""
+        assert self.tracing is not None  # noqa: S101 - checked by the callers
+        now = time.time_ns()
+        began = now - int((time.perf_counter() - start) * 1e9)
+        try:
+            self.tracing.check(decision, view, began, now)
+        except Exception:  # tracing must never cost a decision
+            log.exception("tracing failed for decision %s", decision.decision_id)
 
     @staticmethod
     def _encode(decision: Decision) -> bytes:
