@@ -14,7 +14,7 @@ import grpc
 from google.protobuf import __version__ as protobuf_version
 from google.protobuf.internal import api_implementation
 
-from bench import docsection, envoyreport, identitybench, payloadbench
+from bench import docsection, envoyreport, identitybench, payloadbench, tracingbench
 from bench.engine import EngineResult
 from bench.envoybench import EnvoyReport
 from bench.identitybench import IdentityReport
@@ -22,6 +22,7 @@ from bench.payloadbench import PayloadReport
 from bench.profile import Profile
 from bench.stages import REPEATS
 from bench.throughput import ThroughputReport
+from bench.tracingbench import TracingReport
 
 START = "<!-- bench:results:start (written by `python -m bench.run`; edits below are lost) -->"
 END = "<!-- bench:results:end -->"
@@ -227,6 +228,7 @@ def render(
     envoy: EnvoyReport | None = None,
     identity: IdentityReport | None = None,
     payload: PayloadReport | None = None,
+    tracing: TracingReport | None = None,
 ) -> str:
     """The whole results section, markers included."""
     lines = [START, "## Latest results", "", *_machine_md(m, command)]
@@ -242,6 +244,8 @@ def render(
         lines += identitybench.render(identity)
     if payload is not None:
         lines += payloadbench.render(payload)
+    if tracing is not None:
+        lines += tracingbench.render(tracing)
     if profile is not None:
         lines += _profile_md(profile)
     lines.append(END)

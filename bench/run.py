@@ -23,6 +23,7 @@ from bench import (
     report,
     stages,
     throughput,
+    tracingbench,
 )
 from bench.procs import ROOT, BenchError, Cores
 
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-payload", action="store_true", help="skip benchmark 7 (payload guardrails)"
     )
+    p.add_argument("--skip-tracing", action="store_true", help="skip benchmark 8 (tracing)")
     p.add_argument("--envoy-seconds", type=float, default=5.0, help="seconds per Envoy run")
     p.add_argument("--rate", type=int, default=500, help="fixed rate through Envoy (req/s)")
     p.add_argument(
@@ -100,6 +102,7 @@ class _Results:
     envoy: envoybench.EnvoyReport | None = None
     ident: identitybench.IdentityReport | None = None
     pay: payloadbench.PayloadReport | None = None
+    trace: tracingbench.TracingReport | None = None
 
 
 def _measure(args: argparse.Namespace, cores: Cores, load: h2load.Load) -> _Results:
@@ -126,6 +129,9 @@ def _measure(args: argparse.Namespace, cores: Cores, load: h2load.Load) -> _Resu
     if not args.skip_payload:
         print(f"7. payload guardrails ({cores.describe()})", flush=True)
         r.pay = payloadbench.run(load, args.rounds, cores)
+    if not args.skip_tracing:
+        print(f"8. tracing on vs off ({cores.describe()})", flush=True)
+        r.trace = tracingbench.run(load, args.rounds, cores)
     return r
 
 
@@ -142,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     cores = Cores.pick()
     tool_version = "h2load not used"
     uses_h2load = not (
-        args.skip_throughput and args.skip_envoy and args.skip_identity and args.skip_payload
+        args.skip_throughput
+        and args.skip_envoy
+        and args.skip_identity
+        and args.skip_payload
+        and args.skip_tracing
     )
     if uses_h2load or args.profile:
         try:
@@ -160,7 +170,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
     section = report.render(
-        machine, command, r.tp, r.stages, r.engines, args.repeats, r.prof, r.envoy, r.ident, r.pay
+        machine,
+        command,
+        r.tp,
+        r.stages,
+        r.engines,
+        args.repeats,
+        r.prof,
+        r.envoy,
+        r.ident,
+        r.pay,
+        r.trace,
     )
     print()
     print(section)
