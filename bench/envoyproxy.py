@@ -21,6 +21,7 @@ from bench.procs import ROOT, START_TIMEOUT, BenchError, Server, stop
 from guardrail_authz.envoyconf import EnvoyPorts, render
 
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
+EXT_PROC = "envoy.filters.http.ext_proc"
 HCM = "envoy.filters.network.http_connection_manager"
 
 
@@ -55,7 +56,8 @@ def config(upstream_port: int, authz_port: int | None) -> str:
 
 
 def without_ext_authz(text: str) -> str:
-    """The rendered config minus its one ext_authz HTTP filter and the cluster that it called."""
+    """The rendered config minus its one ext_authz HTTP filter and the cluster that it called
+    (and the ext_proc filter calling the same cluster: the benchmark's route disables it)."""
     doc = yaml.safe_load(text)
     called: list[str] = []
     for listener in doc["static_resources"]["listeners"]:
@@ -65,7 +67,9 @@ def without_ext_authz(text: str) -> str:
                 called += [
                     f["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] for f in cut
                 ]
-                hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ]
+                hcm["http_filters"] = [
+                    f for f in hcm["http_filters"] if f["name"] not in (EXT_AUTHZ, EXT_PROC)
+                ]
     if len(called) != 1:
         raise BenchError(f"expected one {EXT_AUTHZ} filter in the template, found {len(called)}")
     clusters = doc["static_resources"]["clusters"]

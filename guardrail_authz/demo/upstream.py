@@ -1,4 +1,5 @@
-"""Demo upstream: answers every request with what it received (method, path, headers) as JSON."""
+"""Demo upstream: answers every request with what it received (method, path, headers) as JSON,
+and GET /api/customers/{id} with a customer record holding personal data (masking demo)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,24 @@ def render(method: str, target: str, headers: list[tuple[str, str]], body: bytes
 
 
 _OPEN: set[asyncio.StreamWriter] = set()
+CUSTOMERS = "/api/customers/"
+
+
+def customer(customer_id: str) -> bytes:
+    """A made-up customer record: an e-mail, a payment card (a test number that passes the
+    Luhn check) and a US SSN — what the shipped masking policy hides."""
+    return json.dumps(
+        {
+            "id": customer_id,
+            "name": "Dana Example",
+            "email": "dana@example.com",
+            "phone": "+1 415 555 0100",
+            "card": {"brand": "visa", "number": "4111 1111 1111 1111", "expires": "12/29"},
+            "ssn": "123-45-6789",
+            "note": "prefers e-mail to dana.alt@example.org",
+        },
+        indent=1,
+    ).encode()
 
 
 def _joined(headers: list[tuple[str, str]]) -> dict[str, str]:
@@ -53,7 +72,12 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 headers.append((name.strip().lower(), value.strip()))
             length = int(dict(headers).get("content-length", "0") or 0)
             body = await reader.readexactly(min(length, MAX_BODY)) if length else b""
-            payload = render(method, target, headers, body)
+            path = urlsplit(target).path
+            rest = path[len(CUSTOMERS) :] if path.startswith(CUSTOMERS) else ""
+            if method == "GET" and rest and "/" not in rest:
+                payload = customer(rest)
+            else:
+                payload = render(method, target, headers, body)
             writer.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                 + f"content-length: {len(payload)}\r\n\r\n".encode()
