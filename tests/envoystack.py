@@ -141,7 +141,8 @@ class EnvoyStack:
             out: dict[str, dict[str, object]] = {}
             for line in path.read_text().splitlines():
                 record = json.loads(line)
-                out[str(record["decision_id"])] = record
+                if record.get("event") == "decision":  # not the chain's checkpoint lines
+                    out[str(record["decision_id"])] = record
             if all(w in out for w in wanted) or time.monotonic() > deadline:
                 return out
             time.sleep(0.02)
