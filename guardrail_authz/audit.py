@@ -7,15 +7,20 @@ import hashlib
 import json.encoder
 import logging
 import re
-import sys
 import time
 from _json import make_encoder
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import unquote_plus
 
+from guardrail_authz.audit_chain import (
+    CHECKPOINT_EVERY,
+    CHECKPOINT_SECONDS,
+    DEFAULT_KEEP,
+    ChainedOutput,
+)
 from guardrail_authz.engine.decision import DECISION_ID_HEADER, Decision
 from guardrail_authz.engine.request import RequestView
 from guardrail_authz.policy.compile import ALWAYS_SECRET_HEADERS
@@ -258,18 +263,38 @@ class AuditLog:
     keeps the renderer warm in the CPU caches and costs a third of rendering each one between
     gRPC calls (bench/stages.py, docs/benchmarks.md). A queued decision holds its Decision and
     RequestView, which nothing changes after evaluation.
+
+    Each line carries `seq` and `prev` (the hash of the line before it), added per batch;
+    checkpoint lines open, punctuate, rotate and close the chain (audit_chain.py,
+    docs/audit.md, `guardrail-authz audit verify`).
     """
 
-    def __init__(self, path: Path | None = None, flush_interval: float = FLUSH_INTERVAL) -> None:
+    def __init__(
+        self,
+        path: Path | None = None,
+        flush_interval: float = FLUSH_INTERVAL,
+        *,
+        max_bytes: int = 0,
+        keep: int = DEFAULT_KEEP,
+        key: bytes | None = None,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    ) -> None:
         self._interval = flush_interval
-        self._file: TextIO = (
-            path.open("a", encoding="utf-8", buffering=1 << 16) if path is not None else sys.stdout
-        )
-        self._owned = path is not None
         self._queued: list[tuple[Decision, RequestView | None, float, float]] = []
         self._scheduled = False
         self._clock = _Clock()
         self._secrets = DEFAULT_SECRETS
+        # Lines are hash-chained (audit_chain.py); a file rotates past max_bytes (0: never).
+        self._out = ChainedOutput(
+            path,
+            self._clock.stamp,
+            key=key,
+            max_bytes=max_bytes,
+            keep=keep,
+            checkpoint_every=checkpoint_every,
+            checkpoint_seconds=checkpoint_seconds,
+        )
 
     def set_secret_headers(
         self, api_key_headers: frozenset[str], secret_headers: frozenset[str]
@@ -307,8 +332,7 @@ class AuditLog:
             except Exception:  # noqa: BLE001 - one bad record must not cost the batch the rest
                 lines = [self._render_one(*item) for item in queued]
             queued.clear()
-            self._file.write("".join(lines))
-            self._file.flush()
+            self._out.write(lines)  # chained there: hashing is per batch, not per Check
 
     def _render_one(self, d: Decision, view: RequestView | None, seconds: float, t: float) -> str:
         try:
@@ -320,8 +344,13 @@ class AuditLog:
                 f'"decision_id":{_esc(str(d.decision_id))}}}\n'
             )
 
-    def close(self) -> None:
-        """Flush and close a file sink."""
+    def reopen(self) -> None:
+        """Write what is queued, then continue the chain in a new file at the same path (for
+        an external rotation that moved the file, then sent SIGHUP)."""
         self.flush()
-        if self._owned:
-            self._file.close()
+        self._out.reopen()
+
+    def close(self) -> None:
+        """Flush, write the stop checkpoint and close a file sink."""
+        self.flush()
+        self._out.close()

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from guardrail_authz import logsetup
+from guardrail_authz import audit_verify, logsetup
 from guardrail_authz.admin import client as admin_cli
+from guardrail_authz.audit_chain import DEFAULT_KEEP as AUDIT_KEEP
+from guardrail_authz.audit_chain import parse_size
 from guardrail_authz.engine.decision import DecisionIds
 from guardrail_authz.engine.evaluate import evaluate
 from guardrail_authz.engine.request import RequestView
@@ -26,7 +28,12 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_DENIED = 3
 # Commands defined in their own modules, each with add_parser(sub) and run(args).
-_COMMAND_MODULES = {"test": testrun_cli, "replay": replay_cli, "bundle": bundle_cli}
+_COMMAND_MODULES = {
+    "test": testrun_cli,
+    "replay": replay_cli,
+    "bundle": bundle_cli,
+    "audit": audit_verify,
+}
 
 
 _KEYS_HELP = (
@@ -49,6 +56,24 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--grpc", default="127.0.0.1:9191", help="gRPC listen HOST:PORT")
     s.add_argument("--http", default="127.0.0.1:9192", help="ops HTTP listen HOST:PORT")
     s.add_argument("--audit-log", type=Path, help="append audit JSON lines here (default stdout)")
+    s.add_argument(
+        "--audit-max-bytes",
+        type=parse_size,
+        default=0,
+        metavar="SIZE",
+        help="rotate the audit log when it passes this size (e.g. 100M; default: never)",
+    )
+    s.add_argument(
+        "--audit-keep",
+        type=int,
+        default=AUDIT_KEEP,
+        help=f"rotated audit files kept (default {AUDIT_KEEP})",
+    )
+    s.add_argument(
+        "--audit-key-file",
+        type=Path,
+        help="HMAC key for the audit hash chain: forging a chain then needs the key",
+    )
     s.add_argument("--reload-interval", type=float, default=1.0, help="seconds between checks")
     s.add_argument("--grace", type=float, default=10.0, help="seconds to drain on SIGTERM")
     s.add_argument("--log-level", default="INFO", help="operational log level (stderr)")
@@ -203,6 +228,9 @@ def _serve(args: argparse.Namespace) -> int:
         admin=args.admin,
         admin_token_file=args.admin_token_file,
         batch_wait=max(0.0, args.batch_wait_ms) / 1000,
+        audit_max_bytes=args.audit_max_bytes,
+        audit_keep=max(1, args.audit_keep),
+        audit_key_file=args.audit_key_file,
         tracing=TraceConfig(
             args.otlp_endpoint,
             min(1.0, max(0.0, args.trace_sample_ratio)),

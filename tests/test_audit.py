@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,15 @@ def _view(path: str = '/a/"quoted"\n/é?token=s3cr3t-query') -> RequestView:
     )  # fmt: skip
 
 
+def _decision_lines(path: Path) -> list[str]:
+    """The decision lines of a log (checkpoint lines of the hash chain left out)."""
+    return [line for line in path.read_text().splitlines() if '"event":"checkpoint"' not in line]
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in _decision_lines(path)]
+
+
 def _decision() -> Decision:
     d = Decision(True, 200, "allowed", "d-1", "p@1#abc", "p", "p/r", "act", "reader", "rule")
     d.reasons.append("allowed_by_rule:rule")
@@ -69,7 +79,7 @@ def test_render_without_a_request_view() -> None:
 def test_outside_an_event_loop_lines_are_written_at_once(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "a.log")
     log.record(_decision(), _view(), 0.001)
-    assert len((tmp_path / "a.log").read_text().splitlines()) == 1
+    assert len(_decision_lines(tmp_path / "a.log")) == 1
     log.close()
 
 
@@ -80,12 +90,12 @@ def test_in_a_loop_lines_are_batched_then_written(tmp_path: Path) -> None:
         log = AuditLog(path, flush_interval=0.05)
         for _ in range(100):
             log.record(_decision(), _view(), 0.001)
-        before = len(path.read_text().splitlines())
+        before = len(_decision_lines(path))
         await asyncio.sleep(0.15)
-        after = len(path.read_text().splitlines())
+        after = len(_decision_lines(path))
         log.record(_decision(), _view(), 0.001)
         log.close()  # close flushes what is pending: nothing is lost on shutdown
-        return before, after, len(path.read_text().splitlines())
+        return before, after, len(_decision_lines(path))
 
     assert asyncio.run(run()) == (0, 100, 101)
 
@@ -104,9 +114,10 @@ def test_a_record_that_cannot_render_keeps_the_rest_of_its_batch(tmp_path: Path)
         log.close()
 
     asyncio.run(run())
-    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records = _records(path)
     assert [r["event"] for r in records] == ["decision", "decision_unrenderable", "decision"]
     assert records[1]["decision_id"] == "d-bad"
+    assert [r["seq"] for r in records] == [1, 2, 3]  # the unrenderable line is chained too
 
 
 def test_clock_stamps_are_milliseconds_even_at_second_boundaries() -> None:
@@ -147,7 +158,7 @@ def test_demo_secrets_never_reach_a_record_but_the_key_hash_does(tmp_path: Path)
     text = (tmp_path / "a.log").read_text()
     for secret in ("demo-reader-key", "eyJhbGciOi", "Bearer", "c00kie-s3cr3t", "tok-s3cr3t"):
         assert secret not in text
-    record = json.loads(text)
+    (record,) = _records(tmp_path / "a.log")
     digest = hashlib.sha256(b"demo-reader-key").hexdigest()
     assert record["headers"]["x-api-key"] == f"sha256:{digest}"
     assert record["headers"]["authorization"] == "[redacted]"
@@ -225,7 +236,7 @@ def test_until_names_are_set_the_always_secret_ones_are_used(tmp_path: Path) -> 
     log.set_secret_headers(frozenset({"x-custom-key"}), frozenset({"x-custom-key"}))
     log.record(_decision(), view, 0.001)
     log.close()
-    first, second = (json.loads(line) for line in (tmp_path / "a.log").read_text().splitlines())
+    first, second = _records(tmp_path / "a.log")
     assert first["headers"]["x-custom-key"] == "custom"
     assert first["headers"]["x-api-key"].startswith("sha256:")
     assert second["headers"]["x-custom-key"] == "sha256:" + hashlib.sha256(b"custom").hexdigest()
@@ -243,7 +254,7 @@ def test_names_current_at_flush_apply_to_queued_records(tmp_path: Path) -> None:
         log.close()
 
     asyncio.run(run())
-    assert json.loads(path.read_text())["headers"]["x-later"] == "[redacted]"
+    assert _records(path)[0]["headers"]["x-later"] == "[redacted]"
 
 
 def test_credential_enforcement_and_mutations_are_recorded() -> None:
@@ -292,3 +303,43 @@ def test_a_record_without_a_view_has_no_request_fields() -> None:
     assert record["port"] is None
     assert "headers" not in record
     assert "query" not in record
+
+
+def test_chaining_only_puts_seq_and_prev_first(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    log = AuditLog(path)
+    log.record(_decision(), _view(), 0.001)
+    log.close()
+    (line,) = _decision_lines(path)
+    assert re.match(r'\{"seq":1,"prev":"[0-9a-f]{64}","time":"', line)
+    chained = json.loads(line)
+    plain = json.loads(render(_decision(), _view(), 0.001, chained["time"]))
+    assert list(chained)[:2] == ["seq", "prev"]
+    assert {k: v for k, v in chained.items() if k not in ("seq", "prev")} == plain
+    assert list(chained)[2:] == list(plain)  # every field kept, in its order
+
+
+def test_records_are_chained_when_written_not_when_queued(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+
+    async def run() -> tuple[int, int]:
+        log = AuditLog(path, flush_interval=60)
+        for _ in range(3):
+            log.record(_decision(), _view(), 0.001)
+        queued = log._out.chain.seq  # only the start checkpoint so far
+        log.flush()
+        written = log._out.chain.seq
+        log.close()
+        return queued, written
+
+    assert asyncio.run(run()) == (1, 4)
+
+
+def test_standard_output_gets_the_chain_too(capsys: pytest.CaptureFixture[str]) -> None:
+    log = AuditLog()
+    log.record(_decision(), None, 0.001)
+    log.close()
+    log.close()  # closing twice writes one stop checkpoint
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [0, 1, 2]
+    assert [json.loads(line)["event"] for line in lines] == ["checkpoint", "decision", "checkpoint"]

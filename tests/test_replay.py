@@ -130,7 +130,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
     audit.record(Decision(False, 400, "bad_request", "d-noview", snap.version), None, 0.001)
     audit.close()
     # One record in the format of before request capture, other events and malformed lines.
-    first = json.loads(log_path.read_text().splitlines()[0])
+    first = json.loads(log_path.read_text().splitlines()[1])  # line 0: the chain's start
     for name in ("headers", "port", "query", "credential", "enforced", "mutations"):
         first.pop(name, None)
     first["decision_id"] = "d-old"
@@ -176,7 +176,7 @@ def test_the_same_policies_change_nothing(recorded: Recorded) -> None:
     }
     total = result.replayed + sum(result.not_reevaluable.values())
     assert result.read == total
-    assert dict(result.other_events) == {"decision_unrenderable": 1}
+    assert dict(result.other_events) == {"decision_unrenderable": 1, "checkpoint": 2}
     assert "no replayed decision would change" in render_text(result, "c", "log")
 
 
@@ -296,7 +296,7 @@ def test_a_deny_rule_in_monitor_mode_is_a_monitor_change(
 
 
 def test_api_key_callers_reauthenticate_from_the_recorded_hash(recorded: Recorded) -> None:
-    first = json.loads(recorded.log.read_bytes().split(b"\n")[0])
+    first = json.loads(recorded.log.read_bytes().split(b"\n")[1])  # after the start checkpoint
     assert first["headers"]["x-api-key"].startswith("sha256:")
     view = view_of(first)
     primed = evaluate(load_candidate(recorded.policies), view, "r-1")

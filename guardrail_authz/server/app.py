@@ -18,6 +18,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from guardrail_authz.admin.service import AdminService
 from guardrail_authz.admin.v1 import admin_pb2_grpc
 from guardrail_authz.audit import AuditLog
+from guardrail_authz.audit_chain import DEFAULT_KEEP as AUDIT_KEEP
+from guardrail_authz.audit_chain import load_key
 from guardrail_authz.engine.ratelimit import LocalLimiter
 from guardrail_authz.engine.redislimit import RedisLimiter
 from guardrail_authz.engine.runtime import Runtime
@@ -47,6 +49,9 @@ class ServeConfig:
     grpc_addr: str = "127.0.0.1:9191"
     http_addr: str = "127.0.0.1:9192"
     audit_log: Path | None = None
+    audit_max_bytes: int = 0  # rotate the audit log past this size (0: never)
+    audit_keep: int = AUDIT_KEEP  # rotated audit files kept
+    audit_key_file: Path | None = None  # HMAC key of the audit hash chain
     reload_interval: float = 1.0
     grace_seconds: float = 10.0
     redis_url: str | None = None  # rate limits shared through this Redis, else in-process
@@ -108,7 +113,10 @@ class App:
         self.holder = SnapshotHolder(
             config.policies, self.metrics, config.keys, config.keep_versions
         )
-        self.audit = AuditLog(config.audit_log)
+        key = load_key(config.audit_key_file) if config.audit_key_file else None
+        self.audit = AuditLog(
+            config.audit_log, max_bytes=config.audit_max_bytes, keep=config.audit_keep, key=key
+        )
         self.admin_on, token = admin_token(config)
         self.admin = AdminService(self.holder, token) if self.admin_on else None
         self.jwks = JwksCache(on_refresh=self.metrics.jwks_refreshed)
@@ -237,6 +245,7 @@ async def serve(config: ServeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.audit.reopen)  # after logrotate moved the file
     print(  # noqa: T201 - the one line an operator (and `make run`) reads
         f"guardrail-authz ready: grpc={config.grpc_addr.rpartition(':')[0]}:{app.grpc_port} "
         f"http={config.http_addr.rpartition(':')[0]}:{app.http_port} "
