@@ -104,12 +104,20 @@ class ServerProcess:
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout)
         self._pumper.join(5)
+        self._keep_stderr()
         return code
+
+    def _keep_stderr(self) -> None:
+        """Leave what the server logged beside its audit log, for the secrets scan
+        (tests/test_zz_no_secrets_in_logs.py)."""
+        path = self.audit_log.parent / f"server-{self.proc.pid}.stderr"
+        path.write_text(self.stderr(), encoding="utf-8")
 
     def stop(self) -> None:
         """Stop however necessary."""
         stop_process(self.proc)
         self._pumper.join(5)
+        self._keep_stderr()
         if hasattr(self, "channel"):
             self.channel.close()
         if self.proc.stderr is not None:
