@@ -14,7 +14,7 @@ import grpc
 from google.protobuf import __version__ as protobuf_version
 from google.protobuf.internal import api_implementation
 
-from bench import docsection, envoyreport, identitybench, payloadbench, tracingbench
+from bench import docsection, envoyreport, identitybench, maskbench, payloadbench, tracingbench
 from bench.engine import EngineResult
 from bench.envoybench import EnvoyReport
 from bench.identitybench import IdentityReport
@@ -229,6 +229,7 @@ def render(
     identity: IdentityReport | None = None,
     payload: PayloadReport | None = None,
     tracing: TracingReport | None = None,
+    masking: dict[str, float] | None = None,
 ) -> str:
     """The whole results section, markers included."""
     lines = [START, "## Latest results", "", *_machine_md(m, command)]
@@ -246,6 +247,8 @@ def render(
         lines += payloadbench.render(payload)
     if tracing is not None:
         lines += tracingbench.render(tracing)
+    if masking is not None:
+        lines += maskbench.render(masking)
     if profile is not None:
         lines += _profile_md(profile)
     lines.append(END)

@@ -17,6 +17,7 @@ from bench import (
     envoybench,
     h2load,
     identitybench,
+    maskbench,
     payloadbench,
     placement,
     profile,
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         "--skip-payload", action="store_true", help="skip benchmark 7 (payload guardrails)"
     )
     p.add_argument("--skip-tracing", action="store_true", help="skip benchmark 8 (tracing)")
+    p.add_argument("--skip-masking", action="store_true", help="skip benchmark 9 (masking)")
     p.add_argument("--envoy-seconds", type=float, default=5.0, help="seconds per Envoy run")
     p.add_argument("--rate", type=int, default=500, help="fixed rate through Envoy (req/s)")
     p.add_argument(
@@ -103,6 +105,7 @@ class _Results:
     ident: identitybench.IdentityReport | None = None
     pay: payloadbench.PayloadReport | None = None
     trace: tracingbench.TracingReport | None = None
+    mask: dict[str, float] | None = None
 
 
 def _measure(args: argparse.Namespace, cores: Cores, load: h2load.Load) -> _Results:
@@ -132,6 +135,9 @@ def _measure(args: argparse.Namespace, cores: Cores, load: h2load.Load) -> _Resu
     if not args.skip_tracing:
         print(f"8. tracing on vs off ({cores.describe()})", flush=True)
         r.trace = tracingbench.run(load, args.rounds, cores)
+    if not args.skip_masking:
+        print("9. masking a 64 KB JSON response", flush=True)
+        r.mask = maskbench.run()
     return r
 
 
@@ -181,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         r.ident,
         r.pay,
         r.trace,
+        r.mask,
     )
     print()
     print(section)

@@ -116,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
         help="do not start a trace for requests without one (no traceparent sent upstream)",
     )
     s.add_argument(
+        "--mask-key-file",
+        type=Path,
+        help="HMAC key (16+ bytes) of the 'hash' masking style, shared by replicas so hashed "
+        "values stay joinable; default: a random key per process",
+    )
+    s.add_argument(
         "--keep-versions",
         type=int,
         default=DEFAULT_KEEP,
@@ -231,6 +237,7 @@ def _serve(args: argparse.Namespace) -> int:
         audit_max_bytes=args.audit_max_bytes,
         audit_keep=max(1, args.audit_keep),
         audit_key_file=args.audit_key_file,
+        mask_key_file=args.mask_key_file,
         tracing=TraceConfig(
             args.otlp_endpoint,
             min(1.0, max(0.0, args.trace_sample_ratio)),

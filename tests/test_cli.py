@@ -27,8 +27,8 @@ def test_validate_shipped_policies_ok() -> None:
     out = _run("validate", str(SHIPPED_POLICIES))
     assert out.returncode == 0, out.stdout + out.stderr
     assert (
-        "ok: 5 policies (orders@1, profile@1, public@1, query-apis@1, search@1), 8 routes"
-        in out.stdout
+        "ok: 6 policies (customers@1, orders@1, profile@1, public@1, query-apis@1, search@1), "
+        "9 routes" in out.stdout
     )
 
 
@@ -76,7 +76,9 @@ def test_eval_allowed_prints_decision_exit_0() -> None:
     assert d["status"] == 200
     assert d["route"] == "orders/read"
     assert d["action"] == "orders.read"
-    assert d["policy_version"].startswith("orders@1,profile@1,public@1,query-apis@1,search@1#")
+    assert d["policy_version"].startswith(
+        "customers@1,orders@1,profile@1,public@1,query-apis@1,search@1#"
+    )
     assert d["decision_id"]
     assert d["upstream_headers_set"]["x-guardrail-principal"] == "admin"
     assert "x-api-key" in d["upstream_headers_remove"]

@@ -365,10 +365,12 @@ def test_shipped_snapshot_version() -> None:
     """name@version of each policy, sorted, then '#' and 12 hex digits of the content hash."""
     snapshot = load_directory(REPO / "policies")
     assert re.fullmatch(
-        r"orders@1,profile@1,public@1,query-apis@1,search@1#[0-9a-f]{12}", snapshot.version
+        r"customers@1,orders@1,profile@1,public@1,query-apis@1,search@1#[0-9a-f]{12}",
+        snapshot.version,
     )
     assert snapshot.version.endswith("#" + snapshot.content_hash)
     assert snapshot.policies == (
+        ("customers", "1"),
         ("orders", "1"),
         ("profile", "1"),
         ("public", "1"),
@@ -376,11 +378,11 @@ def test_shipped_snapshot_version() -> None:
         ("search", "1"),
     )
     files = (
-        "demo-keys.yaml", "orders.yaml", "profile.yaml", "public.yaml", "query.yaml",
-        "search.yaml",
+        "customers.yaml", "demo-keys.yaml", "orders.yaml", "profile.yaml", "public.yaml",
+        "query.yaml", "search.yaml",
     )  # fmt: skip
     assert snapshot.files == files
-    assert snapshot.route_count == 8
+    assert snapshot.route_count == 9
     assert set(snapshot.stage_seconds) == {"parse", "resolve", "normalise", "index"}
 
 

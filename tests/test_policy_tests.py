@@ -136,7 +136,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 
 def test_every_shipped_policy_has_a_test_file() -> None:
-    policies = {"orders", "profile", "public", "query", "search"}
+    policies = {"customers", "orders", "profile", "public", "query", "search"}
     assert {p.name for p in SHIPPED.glob("*-tests.yaml")} == {f"{n}-tests.yaml" for n in policies}
 
 
@@ -144,7 +144,7 @@ def test_shipped_tests_pass_with_required_coverage(capsys: pytest.CaptureFixture
     code, out = _cli(capsys, str(SHIPPED), "--require-coverage")
     assert code == testrun_cli.EXIT_PASSED, out
     assert "FAIL" not in out
-    assert "coverage: 8/8 routes have a case" in out
+    assert "coverage: 9/9 routes have a case" in out
     summary = out.splitlines()[-2]
     assert summary.split()[1:4] == ["passed,", "0", "failed"]
     assert int(summary.split()[0]) >= 30
@@ -175,6 +175,7 @@ def test_cli_subprocess_runs_shipped_tests_and_writes_junit(tmp_path: Path) -> N
     root = ET.parse(report).getroot()  # noqa: S314 - our own file
     suites = {s.get("name"): s for s in root.iter("testsuite")}
     assert set(suites) == {
+        "customers-tests.yaml",
         "orders-tests.yaml",
         "profile-tests.yaml",
         "public-tests.yaml",
@@ -184,7 +185,7 @@ def test_cli_subprocess_runs_shipped_tests_and_writes_junit(tmp_path: Path) -> N
     }
     cases = [c for c in root.iter("testcase") if c.get("classname") != "coverage"]
     assert root.get("failures") == "0"
-    assert root.get("tests") == str(len(cases) + 8)  # every case, and a testcase per route
+    assert root.get("tests") == str(len(cases) + 9)  # every case, and a testcase per route
     assert {c.get("classname") for c in suites["orders-tests.yaml"]} == {"orders-tests"}
 
 

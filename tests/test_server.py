@@ -99,7 +99,7 @@ def test_health_ready_and_metrics(server: ServerProcess) -> None:
     code, body = server.http("/readyz")
     assert code == 200
     assert json.loads(body)["policy_version"].startswith(
-        "orders@1,profile@1,public@1,query-apis@1,search@1#"
+        "customers@1,orders@1,profile@1,public@1,query-apis@1,search@1#"
     )
     server.check(check_request("GET", "/public/ping"))
     server.check(check_request("GET", "/nowhere"))

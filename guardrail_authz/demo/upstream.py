@@ -30,6 +30,9 @@ def render(method: str, target: str, headers: list[tuple[str, str]], body: bytes
 
 _OPEN: set[asyncio.StreamWriter] = set()
 CUSTOMERS = "/api/customers/"
+# A customer's "photo": bytes that are not JSON (and happen to hold an e-mail-like string),
+# which masking must pass through untouched.
+PHOTO = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) + b"tEXt owner=dana@example.com\x00" * 4
 
 
 def customer(customer_id: str) -> bytes:
@@ -74,12 +77,15 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             body = await reader.readexactly(min(length, MAX_BODY)) if length else b""
             path = urlsplit(target).path
             rest = path[len(CUSTOMERS) :] if path.startswith(CUSTOMERS) else ""
+            content_type = "application/json"
             if method == "GET" and rest and "/" not in rest:
                 payload = customer(rest)
+            elif method == "GET" and rest.endswith("/photo"):
+                payload, content_type = PHOTO, "image/png"
             else:
                 payload = render(method, target, headers, body)
             writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                f"HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n".encode()
                 + f"content-length: {len(payload)}\r\n\r\n".encode()
                 + payload
             )

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from guardrail_authz.engine.ratelimit import CompiledLimit
 from guardrail_authz.identity.jwt import JwtProvider, TokenSource, key_set
+from guardrail_authz.policy.compile_mask import compile_mask
 from guardrail_authz.policy.compile_payload import compile_payload
 from guardrail_authz.policy.errors import ErrorSink, PolicyLoadError
 from guardrail_authz.policy.matchers import (
@@ -382,6 +383,7 @@ def _compile_route(
         _compile_limits(route, sink),
         compile_payload(policy, route, sink),
         route_mode,
+        compile_mask(route.mask, policy.name, sink),
     )
 
 

@@ -10,6 +10,7 @@ from guardrail_authz.engine.ratelimit import KEY_KINDS
 from guardrail_authz.identity.jwt import ALGORITHMS, DEFAULT_ALGORITHMS
 from guardrail_authz.policy.errors import ErrorSink
 from guardrail_authz.policy.matchers import CLAIM_OPS
+from guardrail_authz.policy.parse_mask import mask_spec
 from guardrail_authz.policy.parse_payload import actions_spec, body_spec, inspect_spec, schema_spec
 from guardrail_authz.policy.reader import Reader
 from guardrail_authz.policy.source import (
@@ -278,7 +279,7 @@ def _timestamp(r: Reader, key: str) -> float | None:
 def _route(r: Reader) -> Route:
     r.only(
         "name", "action", "match", "rules", "onAllow", "rateLimits", "description", "body",
-        "schema", "inspect", "actions", "mode", "enforce",
+        "schema", "inspect", "actions", "mode", "enforce", "mask",
     )  # fmt: skip
     name = r.text("name", required=True) or ""
     action = r.text("action") or name
@@ -295,7 +296,7 @@ def _route(r: Reader) -> Route:
         name, action, match, rules, on_allow, r.where(), limits,
         body_spec(body) if body else None, schema_spec(schema) if schema else None,
         inspect_spec(inspect) if inspect else None, actions_spec(actions) if actions else None,
-        mode_spec(r),
+        mode_spec(r), mask_spec(mask) if (mask := r.mapping("mask")) else None,
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from guardrail_authz.engine.ratelimit import CompiledLimit
 from guardrail_authz.identity.jwt import JwtProvider
+from guardrail_authz.payload.mask import MaskPlan
 from guardrail_authz.payload.plan import PayloadPlan
 from guardrail_authz.policy.matchers import (
     ClaimCondition,
@@ -141,6 +142,7 @@ class CompiledRoute:
     rate_limits: tuple[CompiledLimit, ...] = ()
     payload: PayloadPlan | None = None  # body, schema, detector and action checks
     monitor: Rollout | None = None  # the route's own guardrails in monitor mode
+    mask: MaskPlan | None = None  # what ext_proc masks in this route's bodies
 
 
 @dataclass(slots=True)

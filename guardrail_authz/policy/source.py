@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from guardrail_authz.policy.source_mask import MaskSpec
+
 
 class MatchOp(Enum):
     """How a header or query condition compares a value."""
@@ -217,6 +219,7 @@ class Route:
     inspect: InspectSpec | None = None  # None: the policy's default
     actions: ActionsSpec | None = None
     mode: ModeSpec | None = None  # None: the policy's
+    mask: MaskSpec | None = None  # masking of bodies (ext_proc)
 
 
 @dataclass(frozen=True, slots=True)

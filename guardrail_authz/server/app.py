@@ -7,6 +7,7 @@ import contextlib
 import gc
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from guardrail_authz.identity.jwt import Verifier
 from guardrail_authz.policy.snapshot import PolicySnapshot
 from guardrail_authz.rollout.history import DEFAULT_KEEP
 from guardrail_authz.server.batch import DEFAULT_WAIT
+from guardrail_authz.server.extproc import ExtProcService
 from guardrail_authz.server.metrics import Metrics
 from guardrail_authz.server.ops_http import OpsHttp
 from guardrail_authz.server.reload import SnapshotHolder
@@ -52,6 +54,7 @@ class ServeConfig:
     audit_max_bytes: int = 0  # rotate the audit log past this size (0: never)
     audit_keep: int = AUDIT_KEEP  # rotated audit files kept
     audit_key_file: Path | None = None  # HMAC key of the audit hash chain
+    mask_key_file: Path | None = None  # HMAC key of the `hash` masking style
     reload_interval: float = 1.0
     grace_seconds: float = 10.0
     redis_url: str | None = None  # rate limits shared through this Redis, else in-process
@@ -62,6 +65,24 @@ class ServeConfig:
     admin_token_file: Path | None = None  # bearer token the admin API requires
     batch_wait: float = DEFAULT_WAIT  # seconds a busy server waits to batch Checks (0: never)
     tracing: TraceConfig = field(default_factory=TraceConfig)  # off without an OTLP endpoint
+
+
+def mask_key(path: Path | None) -> bytes:
+    """The key of the `hash` masking style: from the file (16+ bytes), or random for this
+    process when none is given (hashed values then differ between replicas and restarts)."""
+    if path is None:
+        log.warning(
+            "no --mask-key-file: masking style 'hash' uses a random key of this process, so "
+            "hashed values cannot be joined across replicas or restarts"
+        )
+        return os.urandom(32)
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read --mask-key-file {path}: {exc.strerror}") from None
+    if len(key) < 16:
+        raise ValueError(f"{path}: the mask key needs 16+ bytes")
+    return key
 
 
 def is_loopback(host: str) -> bool:
@@ -137,6 +158,7 @@ class App:
             config.batch_wait,
             self.tracing,
         )
+        self.extproc = ExtProcService(self.holder, self.metrics, mask_key(config.mask_key_file))
         self.ops = OpsHttp(self.holder, self.metrics)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # no stub
         self.grpc_port = 0
@@ -152,7 +174,7 @@ class App:
         self.holder.listeners.append(self._activated)
         self.holder.load("startup")
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        server.add_generic_rpc_handlers([self.service.handler()])
+        server.add_generic_rpc_handlers([self.service.handler(), self.extproc.handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.admin is not None:
             admin_pb2_grpc.add_AdminServicer_to_server(self.admin, server)

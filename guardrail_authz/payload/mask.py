@@ -1,0 +1,349 @@
+"""Mask sensitive data in JSON bodies: a route's compiled MaskPlan, and mask_body, which the
+external processing service calls once per buffered request or response body."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import string
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from guardrail_authz.payload.mask_detect import REDACTED, Scanner
+from guardrail_authz.payload.mask_path import (
+    JsonPath,
+    Slot,
+    dump_json,
+    hides_ascii,
+    leaves,
+    load_json,
+    number_text,
+    strings,
+)
+from guardrail_authz.policy.matchers import GlobSet
+
+log = logging.getLogger(__name__)
+
+STYLES = ("redact", "partial", "hash")
+_MASKABLE = frozenset(string.ascii_letters + string.digits + "*")
+_DROP_MASKABLE = {ord(ch): None for ch in _MASKABLE}
+_TO_STAR = {ord(ch): "*" for ch in _MASKABLE}
+_LEVEL = 6  # zlib's default: a masked body is re-compressed about as small as it came
+
+
+@dataclass(frozen=True, slots=True)
+class MaskOutcome:
+    """What mask_body did: the new body (None: pass the original through unchanged), values
+    masked per rule label ("field:$.a.b", "detector:card"), and why the body was not
+    inspected: exempt, empty, not_json, charset, too_large, compressed, unsupported_encoding,
+    bad_encoding, malformed_json, too_deep or error."""
+
+    body: bytes | None
+    counts: Mapping[str, int]
+    skipped: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Exemption:
+    """Callers who see values unmasked: principal globs ('*' any run) or any of some roles."""
+
+    principals: GlobSet
+    roles: frozenset[str]
+
+    def applies(self, principal: str | None, roles: frozenset[str]) -> bool:
+        """True when the caller's principal matches or it holds one of the roles."""
+        return self.principals.matches(principal) or not self.roles.isdisjoint(roles)
+
+
+@dataclass(frozen=True, slots=True)
+class Style:
+    """How a value is masked: redact, partial (keep the last `keep` letters/digits), hash."""
+
+    kind: str  # one of STYLES
+    keep: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class MaskRule:
+    """A field rule (masks the values `path` selects) or a detector rule (masks what the
+    detector at the same index of the plan's scanner finds in string values)."""
+
+    label: str  # "field:" + the path as written, or "detector:" + the detector name
+    style: Style
+    exemption: Exemption | None = None
+    path: JsonPath | None = None  # field rules only
+
+
+@dataclass(frozen=True, slots=True)
+class MaskPlan:
+    """A route's masking rules, compiled once at policy load and never changed."""
+
+    response: bool
+    request: bool
+    fields: tuple[MaskRule, ...] = ()
+    detectors: tuple[MaskRule, ...] = ()
+    scanner: Scanner | None = None
+    exemption: Exemption | None = None
+    decompress: bool = True  # gzip/deflate bodies: False passes them through ("compressed")
+    max_bytes: int = 1_048_576  # bodies (and decompressed bodies) above this are not inspected
+    policy: str = ""
+
+    def exempt(self, principal: str | None, roles: frozenset[str]) -> bool:
+        """True when the whole mask section is skipped for this caller."""
+        return self.exemption is not None and self.exemption.applies(principal, roles)
+
+
+def mask_body(
+    plan: MaskPlan,
+    body: bytes,
+    *,
+    content_type: str,
+    content_encoding: str,
+    principal: str | None,
+    roles: frozenset[str],
+    key: bytes,
+) -> MaskOutcome:
+    """Mask one JSON body by the plan's field rules, then its detectors over the remaining
+    string values; never raises (bad input is passed through with a `skipped` reason)."""
+    try:
+        return _mask_body(plan, body, content_type, content_encoding, principal, roles, key)
+    except Exception:  # the documented contract: an outcome, never an exception
+        log.exception("masking failed; the body is passed through unchanged")
+        return MaskOutcome(None, {}, "error")
+
+
+def _mask_body(
+    plan: MaskPlan,
+    body: bytes,
+    content_type: str,
+    content_encoding: str,
+    principal: str | None,
+    roles: frozenset[str],
+    key: bytes,
+) -> MaskOutcome:
+    if plan.exempt(principal, roles):
+        return _skip("exempt")
+    fields = [f for f in plan.fields if not _exempt(f.exemption, principal, roles)]
+    skip = frozenset(
+        i for i, d in enumerate(plan.detectors) if _exempt(d.exemption, principal, roles)
+    )
+    if not fields and len(skip) == len(plan.detectors):
+        return _skip("exempt")
+    if not body:
+        return _skip("empty")
+    reason = _media_problem(content_type)
+    if reason is None and len(body) > plan.max_bytes:
+        reason = "too_large"
+    if reason is not None:
+        return _skip(reason)
+    encoding = content_encoding.strip().lower()
+    wbits = 0
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        if not plan.decompress:
+            return _skip("compressed")
+        inflated = _inflate(bytes(body), 31 if encoding != "deflate" else 15, plan.max_bytes)
+        if isinstance(inflated, str):
+            return _skip(inflated)
+        body, wbits = inflated
+    elif encoding not in ("", "identity"):
+        return _skip("unsupported_encoding")
+    body = bytes(body)
+    if not hides_ascii(body):  # then what the raw bytes lack, no value can hold
+        if plan.scanner is not None:
+            skip |= plan.scanner.quiet(body)
+        fields = [f for f in fields if f.path is None or _may_select(f.path, body)]
+    if not fields and len(skip) == len(plan.detectors):
+        return MaskOutcome(None, {})  # no rule can match anything here: not even parsed
+    try:
+        doc = load_json(body.decode("utf-8"))
+    except RecursionError:
+        return _skip("too_deep")
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError, huge integers, NaN/Infinity
+        return _skip("malformed_json")
+    holder = doc.holder
+    counts: dict[str, int] = {}
+    done = _apply_fields(holder, fields, key, counts)
+    if plan.scanner is not None and len(skip) < len(plan.detectors):
+        _apply_detectors(holder, plan.scanner, plan.detectors, skip, done, key, counts)
+    if not counts:
+        return MaskOutcome(None, counts)
+    try:
+        out = dump_json(doc)
+    except RecursionError:
+        return _skip("too_deep")
+    if wbits:
+        compressor = zlib.compressobj(_LEVEL, zlib.DEFLATED, wbits)
+        out = compressor.compress(out) + compressor.flush()
+    return MaskOutcome(out, counts)
+
+
+def _may_select(path: JsonPath, raw: bytes) -> bool:
+    """False when the path needs a member name the JSON text does not hold."""
+    return path.hint is None or path.hint in raw
+
+
+def _skip(reason: str) -> MaskOutcome:
+    return MaskOutcome(None, {}, reason)
+
+
+def _exempt(exemption: Exemption | None, principal: str | None, roles: frozenset[str]) -> bool:
+    return exemption is not None and exemption.applies(principal, roles)
+
+
+def _media_problem(content_type: str) -> str | None:
+    """None for application/json or any +json type in UTF-8, else the skip reason."""
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (media.endswith("+json") and "/" in media):
+        return "not_json"
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            return "charset"
+    return None
+
+
+class _TooLargeError(Exception):
+    """Decompressed output went past the plan's max_bytes."""
+
+
+def _inflate(data: bytes, wbits: int, limit: int) -> tuple[bytes, int] | str:
+    """The decompressed body and the wbits to compress it back with, or the skip reason;
+    never holds more than `limit` + 1 decompressed bytes (a gzip bomb stops there)."""
+    for bits in (wbits, -15) if wbits == 15 else (wbits,):  # deflate: zlib-wrapped, else raw
+        try:
+            return _inflate_with(data, bits, limit), bits
+        except _TooLargeError:
+            return "too_large"
+        except zlib.error:
+            continue
+    return "bad_encoding"
+
+
+def _inflate_with(data: bytes, wbits: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:  # one round per gzip member (concatenated members are one body)
+        inflater = zlib.decompressobj(wbits)
+        chunk = inflater.decompress(data, limit + 1 - size)
+        size += len(chunk)
+        chunks.append(chunk)
+        if size > limit or inflater.unconsumed_tail:
+            raise _TooLargeError
+        if not inflater.eof:
+            raise zlib.error("truncated stream")
+        data = inflater.unused_data
+        if not data:
+            return b"".join(chunks)
+        if wbits != 31:
+            raise zlib.error("data after the end of the stream")
+
+
+def mask_hash(key: bytes, text: str) -> str:
+    """The hash style: "hmac:" + the first 16 hex digits of HMAC-SHA256(key, text in UTF-8)."""
+    mac = hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return "hmac:" + mac.hexdigest()[:16]
+
+
+def partial(text: str, keep: int) -> str:
+    """Replace letters and digits with '*' except the last `keep` of them, never more than half
+    (a 4-digit PIN keeps 2); other characters (spaces, dashes, '@') stay. A '*' counts as a
+    masked letter, so masking the output again changes nothing."""
+    if not text.isascii():
+        return _partial_unicode(text, keep)
+    k = min(keep, (len(text) - len(text.translate(_DROP_MASKABLE))) // 2)
+    cut = len(text)
+    while k:  # back over the k kept letters and digits (and the separators between them)
+        cut -= 1
+        if text[cut] in _MASKABLE:
+            k -= 1
+    return text[:cut].translate(_TO_STAR) + text[cut:]
+
+
+def _partial_unicode(text: str, keep: int) -> str:
+    n = sum(1 for ch in text if ch.isalnum() or ch == "*")
+    cut = n - min(keep, n // 2)
+    out: list[str] = []
+    for ch in text:
+        if ch.isalnum() or ch == "*":
+            out.append("*" if cut > 0 else ch)
+            cut -= 1
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _styled(text: str, style: Style, key: bytes) -> str:
+    if style.kind == "redact":
+        return REDACTED
+    if style.kind == "partial":
+        return partial(text, style.keep)
+    return mask_hash(key, text)
+
+
+def _apply_fields(
+    holder: list[Any], fields: list[MaskRule], key: bytes, counts: dict[str, int]
+) -> set[tuple[int, Any]]:
+    """Mask what each path selects (numbers become strings); a value two rules select is
+    masked by the first. Returns the slots selected, which detectors then leave alone."""
+    done: set[tuple[int, Any]] = set()
+    for rule in fields:
+        n = 0
+        for container, slot in rule.path.select(holder) if rule.path is not None else ():
+            value = container[slot]
+            if type(value) is dict or type(value) is list:
+                spots: Iterable[Slot] = leaves(container, slot)
+            elif value is None or type(value) is bool:
+                continue  # true, false and null are never masked
+            else:
+                spots = ((container, slot),)
+            for c, k in spots:
+                if (id(c), k) in done:
+                    continue
+                done.add((id(c), k))
+                value = c[k]
+                text = value if type(value) is str else number_text(value)
+                new = _styled(text, rule.style, key)
+                if new != value:
+                    c[k] = new
+                    n += 1
+        if n:
+            counts[rule.label] = counts.get(rule.label, 0) + n
+    return done
+
+
+def _apply_detectors(
+    holder: list[Any],
+    scanner: Scanner,
+    rules: tuple[MaskRule, ...],
+    skip: frozenset[int],
+    done: set[tuple[int, Any]],
+    key: bytes,
+    counts: dict[str, int],
+) -> None:
+    """Scan every string value no field rule selected; replace only what was found."""
+    slots, texts = strings(holder, done)
+    hits = [0] * len(rules)
+    for index, spans in scanner.scan(texts, skip).items() if texts else ():
+        text = out = texts[index]
+        for start, end, d, merged in reversed(spans):  # from the right: offsets stay valid
+            piece, style = text[start:end], rules[d].style
+            if style.kind == "hash":
+                new = mask_hash(key, scanner.detectors[d].normalise(piece))
+            elif merged and style.kind == "partial":  # overlaps: no telling which end to show
+                new = partial(piece, 0)
+            else:
+                new = _styled(piece, style, key)
+            if new != piece:
+                out = out[:start] + new + out[end:]
+                hits[d] += 1
+        if out is not text:
+            container, slot = slots[index]
+            container[slot] = out
+    for rule, n in zip(rules, hits, strict=True):
+        if n:
+            counts[rule.label] = counts.get(rule.label, 0) + n

@@ -1,0 +1,410 @@
+"""Sensitive-data detectors for masking: one hyperscan prefilter pass over every value, then
+exact patterns and checks (Luhn, mod-97, ipaddress, JWT header) on the few values it flags."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import accumulate
+
+from guardrail_authz.payload.detect.base import Action, Rule
+from guardrail_authz.payload.detect.matcher import SEPARATOR, Matcher
+from guardrail_authz.payload.mask_path import hides_ascii
+
+BUILTIN: tuple[str, ...] = (
+    "card", "ssn", "email", "phone", "iban", "ipv4", "ipv6", "jwt", "api_token",
+)  # fmt: skip
+
+REDACTED = "[redacted]"  # the redact style's output; detectors treat it as a word
+Span = tuple[int, int]
+Finder = Callable[[str], list[Span]]
+Found = tuple[int, int, int, bool]  # start, end, detector index, merged from overlaps
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    """A detector: `find` gives the spans to mask in one text; `trigger` is a hyperscan pattern
+    matching every text `find` could match in (None: run `find` on every value); `normalise`
+    maps a match to what the hash style hashes (equal values, equal hashes, any separators)."""
+
+    name: str
+    find: Finder
+    trigger: str | None
+    normalise: Callable[[str], str]
+
+
+def _same(text: str) -> str:
+    return text
+
+
+_NOT_DIGITS = {i: None for i in range(128) if not 48 <= i <= 57}
+
+
+def _digits(text: str) -> str:
+    """The ASCII digits of an ASCII text (what the patterns match)."""
+    return text.translate(_NOT_DIGITS)
+
+
+def _regex_finder(pattern: re.Pattern[str], check: Callable[[str], bool]) -> Finder:
+    def find(text: str) -> list[Span]:
+        return [m.span() for m in pattern.finditer(text) if check(m.group())]
+
+    return find
+
+
+# Boundaries: a match never starts or ends inside a word; `*` counts as a word character and
+# the redaction marker as a word, so that what the partial and redact styles leave next to a
+# masked value reads as it did before (a second pass changes nothing). Each pattern begins
+# with one character (class) and only then looks behind it, at the character before and the
+# one just read (`.`): a pattern beginning with a lookbehind would leave the regex engine
+# without its fast scan for the first character (3-10x slower).
+_AFTER = r"(?<!\[redacted\].)"  # after the first character: no marker before it
+_END = r"(?![.-]?\[redacted\])"  # and none right after the match (or after a dot or dash)
+_CARD = re.compile(
+    r"\d(?<![\w*.]\d)" + _AFTER + r"(?:\d{12,18}|\d{3}(?:[ -]\d{4}){2}[ -]\d{1,4}"
+    r"(?:[ -]\d{3})?|\d{3}[ -]\d{6}[ -]\d{4,5})(?![\w*])" + _END,
+    re.ASCII,
+)
+_CARD_TRIGGER = r"\d{4}[ -]?\d{4}[ -]?\d{4}|\d{4}[ -]\d{6}[ -]\d{4}"
+_LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
+def luhn(digits: str) -> bool:
+    """True when a string of ASCII digits passes the Luhn (mod 10) check."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        total += _LUHN_DOUBLE[d] if i & 1 else d
+    return total % 10 == 0
+
+
+def card_prefix_ok(digits: str) -> bool:
+    """True when the issuer prefix (IIN) and length fit a known card network."""
+    n, two, four = len(digits), int(digits[:2]), int(digits[:4])
+    if digits[0] == "4":  # Visa
+        return n in (13, 16, 19)
+    if 2200 <= four <= 2204:  # Mir
+        return n >= 16
+    if 51 <= two <= 55 or 2221 <= four <= 2720:  # Mastercard
+        return n == 16
+    if two in (34, 37):  # American Express
+        return n == 15
+    if two in (36, 38, 39) or 300 <= int(digits[:3]) <= 305:  # Diners Club
+        return n >= 14
+    if 3528 <= four <= 3589:  # JCB
+        return n >= 16
+    if digits[0] == "6" or two in (50, 56, 57, 58):  # Discover, UnionPay, RuPay, Maestro
+        return True
+    return two in (81, 82) and n == 16  # RuPay
+
+
+def _card_ok(text: str) -> bool:
+    digits = _digits(text)
+    return card_prefix_ok(digits) and luhn(digits)
+
+
+def _find_cards(text: str) -> list[Span]:
+    out: list[Span] = []
+    for m in _CARD.finditer(text):
+        candidate = m.group()
+        if _card_ok(candidate):
+            out.append(m.span())
+        elif len(candidate) == 23 and _card_ok(candidate[:19]):  # 4-4-4-4 and 3 more digits
+            out.append((m.start(), m.start() + 19))
+    return out
+
+
+_SSN = re.compile(
+    r"\d(?<![\w*.-]\d)" + _AFTER + r"\d\d(?P<sep>[- ])\d\d(?P=sep)\d{4}(?![\w*]|-[\d*])" + _END,
+    re.ASCII,
+)
+
+
+def ssn_ok(text: str) -> bool:
+    """US SSN rules: area not 000, 666 or 9xx; group not 00; serial not 0000."""
+    d = _digits(text)
+    area, group, serial = d[:3], d[3:5], d[5:]
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+_EMAIL_DOMAIN = re.compile(
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+    r"(?![A-Za-z0-9@*-]|\.[A-Za-z0-9*])" + _END,  # x@a.io@b.io: not one address
+    re.ASCII,
+)
+_EMAIL_LOCAL = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.!#$%&'*+/=?^_`{|}~-"
+)
+
+
+def _find_emails(text: str) -> list[Span]:
+    """Anchor on '@domain', then walk back over the local part: at most 64 characters, from
+    its first letter or digit, and without '*' (a local part masked to '***n' is no address)."""
+    out: list[Span] = []
+    for m in _EMAIL_DOMAIN.finditer(text):
+        at = start = m.start()
+        while start > 0 and text[start - 1] in _EMAIL_LOCAL and at - start <= 64:
+            start -= 1
+        if at - start > 64 or "*" in text[start:at] or text.endswith(REDACTED, 0, start):
+            continue
+        while start < at and not text[start].isalnum():
+            start += 1  # quotes and dots around an address are not part of it
+        if start < at:
+            out.append((start, m.end()))
+    return out
+
+
+# International (+CC and 6-14 more digits in groups) or NANP ([1 ](NXX) NXX-XXXX, N = 2-9);
+# the character read first says which form may follow.
+_PHONE = re.compile(
+    r"[+(\d](?<![\w*+.-].)"
+    + _AFTER
+    + r"(?:(?<=\+)(?P<intl>[1-9]\d{0,2}(?>[ .-]?\(\d{1,4}\)|[ .-]?\d+)*)"
+    r"|(?:(?<=1)[ .-]?(?:\([2-9]\d\d\) ?|[2-9]\d\d[ .-])|(?<=\()[2-9]\d\d\) ?"
+    r"|(?<=[2-9])\d\d[ .-])[2-9]\d\d[ .-]\d{4})(?![\w*]|[.-]?[\d*])" + _END,
+    re.ASCII,
+)
+
+
+_PHONE_TRIGGER = r"\+\d|(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}"
+
+
+def _find_phones(text: str) -> list[Span]:
+    out: list[Span] = []
+    for m in _PHONE.finditer(text):
+        intl = m.group("intl")
+        if intl is None or 7 <= len(_digits(intl)) <= 15:
+            out.append(m.span())
+    return out
+
+
+def _phone_normal(text: str) -> str:
+    return ("+" if text.startswith("+") else "") + _digits(text)
+
+
+_IBAN = re.compile(
+    r"[A-Z](?<![\w*][A-Z])" + _AFTER + r"[A-Z]\d\d(?> ?[A-Z0-9]{4})*(?: ?[A-Z0-9]{1,3})?"
+    r"(?![A-Za-z0-9*])" + _END,
+    re.ASCII,
+)
+# ISO 13616 lengths of the countries we are sure of; others only need 15-34 characters.
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BR": 29, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20,
+    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27,
+    "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30,
+    "KZ": 20, "LB": 28, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22,
+    "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29,
+    "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SE": 24, "SI": 19, "SK": 24, "SM": 27,
+    "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+
+def iban_ok(text: str) -> bool:
+    """Country length (where known), check digits 02-98 and the ISO 7064 mod-97 check."""
+    iban = text.replace(" ", "")
+    if not 15 <= len(iban) <= 34 or _IBAN_LENGTHS.get(iban[:2], len(iban)) != len(iban):
+        return False
+    if not 2 <= int(iban[2:4]) <= 98:
+        return False
+    moved = iban[4:] + iban[:4]
+    return int("".join(str(int(ch, 36)) for ch in moved)) % 97 == 1
+
+
+def _iban_normal(text: str) -> str:
+    return text.replace(" ", "").upper()
+
+
+_IPV4 = re.compile(
+    r"\d(?<![\w*.]\d)" + _AFTER + r"\d{0,2}(?:\.\d{1,3}){3}(?![\w*]|\.[\d*])" + _END, re.ASCII
+)
+_IPV6 = re.compile(
+    r"(?<![\w:.*])(?<!\[redacted\])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}"
+    r"(?![\w:*]|\.[\d*])" + _END,
+    re.ASCII,
+)
+_HEX = re.compile(r"[0-9A-Fa-f]")
+
+
+def ipv4_ok(text: str) -> bool:
+    """Four decimal octets 0-255 without leading zeros (as the ipaddress module reads them)."""
+    return all(int(part) <= 255 and (part[0] != "0" or part == "0") for part in text.split("."))
+
+
+def ipv6_ok(text: str) -> bool:
+    """A valid IPv6 address holding at least one hex digit (a bare '::' is punctuation)."""
+    if _HEX.search(text) is None:
+        return False
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+_JWT = re.compile(
+    r"eyJ(?<![\w*.-]eyJ)(?<!\[redacted\]eyJ)[\w-]*\.[\w-]+\.[\w-]*(?![\w*-])" + _END, re.ASCII
+)
+
+
+def jwt_ok(text: str) -> bool:
+    """True when the first part decodes (base64url) to a JSON object with a string "alg"."""
+    head = text.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (binascii.Error, ValueError):
+        return False
+    return isinstance(header, dict) and isinstance(header.get("alg"), str)
+
+
+_B = r"(?<![\w*-].)" + _AFTER  # after a token's first character: no word before it
+_TOKEN = re.compile(
+    rf"(?:A{_B}(?:KIA|SIA)[A-Z0-9]{{16}}|A{_B}Iza[\w-]{{35}}|g{_B}h[pousr]_[A-Za-z0-9]{{36}}"
+    rf"|g{_B}ithub_pat_[A-Za-z0-9_]{{22,}}|x{_B}ox[abpr]-[A-Za-z0-9-]{{10,}}"
+    rf"|r{_B}k_live_[A-Za-z0-9]{{16,}}|s{_B}k_live_[A-Za-z0-9]{{16,}})(?![\w*-]){_END}",
+    re.ASCII,
+)
+
+
+def _always(_text: str) -> bool:
+    return True
+
+
+_BUILTINS: dict[str, Detector] = {
+    d.name: d
+    for d in (
+        Detector("card", _find_cards, _CARD_TRIGGER, _digits),
+        Detector("ssn", _regex_finder(_SSN, ssn_ok), r"\d{3}[- ]\d\d[- ]\d{4}", _digits),
+        Detector("email", _find_emails, r"@[A-Za-z0-9]", str.lower),
+        Detector("phone", _find_phones, _PHONE_TRIGGER, _phone_normal),
+        Detector("iban", _regex_finder(_IBAN, iban_ok), r"[A-Z]{2}\d\d ?[A-Z0-9]{4}", _iban_normal),
+        Detector("ipv4", _regex_finder(_IPV4, ipv4_ok), r"\d\.\d{1,3}\.\d{1,3}\.\d", _same),
+        Detector(
+            "ipv6",
+            _regex_finder(_IPV6, ipv6_ok),
+            r"::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){3}",
+            str.lower,
+        ),
+        Detector("jwt", _regex_finder(_JWT, jwt_ok), r"eyJ[\w-]*\.[\w-]+\.", _same),
+        Detector(
+            "api_token",
+            _regex_finder(_TOKEN, _always),
+            r"A(?:KIA|SIA)[A-Z0-9]{16}|gh[pousr]_|github_pat_|xox[abpr]-|[rs]k_live_|AIza",
+            _same,
+        ),
+    )
+}
+
+
+def builtin(name: str) -> Detector:
+    """The built-in detector of that name (one of BUILTIN); KeyError otherwise."""
+    return _BUILTINS[name]
+
+
+def custom(name: str, pattern: re.Pattern[str]) -> Detector:
+    """A policy's own regex (compiled by the loader); empty matches are ignored."""
+
+    def find(text: str) -> list[Span]:
+        return [m.span() for m in pattern.finditer(text) if m.end() > m.start()]
+
+    return Detector(name, find, None, _same)
+
+
+@lru_cache(maxsize=64)
+def _matcher(names: tuple[str, ...]) -> Matcher:
+    """One hyperscan database per set of built-ins, shared by every plan that uses it."""
+    rules = [Rule(n, f"mask.{n}", _BUILTINS[n].trigger or "", Action.HIT, False) for n in names]
+    return Matcher(rules)
+
+
+class Scanner:
+    """The detectors of one mask plan: built-ins prefiltered together, custom ones per value."""
+
+    __slots__ = ("_custom", "_matcher", "_rule_detector", "detectors")
+
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        self.detectors = tuple(detectors)
+        prefiltered = [i for i, d in enumerate(self.detectors) if d.trigger is not None]
+        self._rule_detector = tuple(prefiltered)
+        names = tuple(self.detectors[i].name for i in prefiltered)
+        self._matcher = _matcher(names) if names else None
+        self._custom = tuple(i for i, d in enumerate(self.detectors) if d.trigger is None)
+
+    def quiet(self, raw: bytes) -> frozenset[int]:
+        """The built-in detectors that cannot match any value of this JSON text: their
+        triggers do not fire anywhere in it. None is quiet in a text that may spell ASCII
+        characters as escapes (\\u0040 is '@')."""
+        if self._matcher is None or hides_ascii(raw):
+            return frozenset()
+        fired = {self._rule_detector[rule] for rule in self._matcher.scan_bytes(raw)}
+        return frozenset(self._rule_detector) - fired
+
+    def scan(
+        self, values: Sequence[str], skip: frozenset[int] = frozenset()
+    ) -> dict[int, list[Found]]:
+        """Per value index, the non-overlapping (start, end, detector index, merged) found in
+        it, by start; the detectors in `skip` (indexes) do not run. Overlapping matches are
+        merged into one span (`merged` True)."""
+        found: dict[int, list[Found]] = {}
+        detectors = self.detectors
+        if self._matcher is not None:
+            hits, _ = self._matcher.scan(values)
+            flagged: dict[int, set[int]] = {}  # detector index -> values its trigger fired in
+            for value, rule in hits:
+                flagged.setdefault(self._rule_detector[rule], set()).add(value)
+            for index, which in flagged.items():
+                if index not in skip:
+                    _find_joined(detectors[index].find, index, sorted(which), values, found)
+        for index in self._custom:
+            if index not in skip:
+                find = detectors[index].find
+                for value, text in enumerate(values):
+                    for start, end in find(text):
+                        found.setdefault(value, []).append((start, end, index, False))
+        for value, spans in found.items():
+            if len(spans) > 1:
+                found[value] = _disjoint(spans)
+        return found
+
+
+def _find_joined(
+    find: Finder, index: int, which: list[int], values: Sequence[str], found: dict[int, list[Found]]
+) -> None:
+    """Run a built-in finder once over the flagged values joined by NUL (no built-in pattern
+    matches a NUL or reads past one differently from a string's end: one call, not one per
+    value), and file each match under its value."""
+    if len(which) == 1:
+        spans = [(which[0], start, end) for start, end in find(values[which[0]])]
+    else:
+        joined = SEPARATOR.join(values[v] for v in which)
+        starts = list(accumulate((len(values[v]) + 1 for v in which[:-1]), initial=0))
+        spans = []
+        for start, end in find(joined):
+            at = bisect_right(starts, start) - 1
+            base = starts[at]
+            if end - base <= len(values[which[at]]):  # never across a separator
+                spans.append((which[at], start - base, end - base))
+    for value, start, end in spans:
+        found.setdefault(value, []).append((start, end, index, False))
+
+
+def _disjoint(spans: list[Found]) -> list[Found]:
+    """Overlapping matches become one span (masking only one would leave the rest of the other
+    readable, and a second pass could find it): it goes to the match that starts first, then
+    the longer, then the detector listed first."""
+    spans.sort(key=lambda f: (f[0], f[0] - f[1], f[2]))
+    out: list[Found] = [spans[0]]
+    for span in spans[1:]:
+        start, end, index, _ = out[-1]
+        if span[0] < end:
+            out[-1] = (start, max(end, span[1]), index, True)
+        else:
+            out.append(span)
+    return out

@@ -1,0 +1,292 @@
+"""The JSON side of masking: documents loaded and written back with numbers exactly as they
+were, paths (a JSONPath subset: $, .name, ['name'], [0], [*], ..name) and the walks that find
+the values to mask."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_STEPS = 32
+_NAME = re.compile(r"[A-Za-z_\u0080-\U0010ffff][\w\u0080-\U0010ffff-]*")
+_INDEX = re.compile(r"-?(?:0|[1-9][0-9]{0,8})")
+_ESCAPES = {"\\": "\\", "'": "'", '"': '"', "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
+            "t": "\t"}  # fmt: skip
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_ASCII_ESCAPE = re.compile(rb"\\u00[2-7][0-9A-Fa-f]")
+_PLACEHOLDER = re.compile(r'"\\u0000([0-9a-f]{16}):(\d+)\\u0000"')
+Slot = tuple[Any, Any]  # (container, key): where a value sits, so that it can be replaced
+
+
+class PathError(ValueError):
+    """A path that is not in the supported syntax; the message names the offset."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One segment: a member name, an array index or a wildcard, as a child or descendant."""
+
+    kind: str  # "name" | "index" | "wild"
+    name: str = ""
+    index: int = 0
+    descendant: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JsonPath:
+    """A parsed path; `select` finds where its values sit in a document."""
+
+    text: str
+    steps: tuple[Step, ...]
+    hint: bytes | None = None  # a member name the path needs, as it must appear in the body
+
+    def select(self, holder: list[Any]) -> list[Slot]:
+        """The (container, key) of every value the path selects, each once; `holder` is a
+        one-item list holding the document (so `$` is (holder, 0)). Missing members and
+        out-of-range indexes select nothing."""
+        slots: list[Slot] = [(holder, 0)]
+        for step in self.steps:
+            nxt: list[Slot] = []
+            for container, key in slots:
+                if step.descendant:
+                    _descend(container[key], step, nxt)
+                else:
+                    _child(container[key], step, nxt)
+            # Distinct parents have distinct children; only a descendant step can repeat one.
+            slots = _unique(nxt) if step.descendant else nxt
+        return slots
+
+
+def parse_path(text: str) -> JsonPath:
+    """Parse `$.a.b`, `$['a b']`, `$.items[0]`, `$.items[-1]`, `$[*]`, `$.*`, `$..x`; raise
+    PathError naming the offset of anything else (filters, slices and unions included)."""
+    if not text.startswith("$"):
+        raise PathError("a path starts with '$' (the document), e.g. $.customer.email")
+    steps: list[Step] = []
+    pos = 1
+    while pos < len(text):
+        descendant = text.startswith("..", pos)
+        if descendant or text[pos] == ".":
+            pos += 2 if descendant else 1
+            if pos < len(text) and text[pos] == "[" and descendant:
+                step, pos = _bracket(text, pos)
+            elif text.startswith("*", pos):
+                step, pos = Step("wild"), pos + 1
+            else:
+                m = _NAME.match(text, pos)
+                if m is None:
+                    raise PathError(f"expected a member name or '*' at offset {pos}")
+                step, pos = Step("name", m.group()), m.end()
+        elif text[pos] == "[":
+            step, pos = _bracket(text, pos)
+        else:
+            raise PathError(f"expected '.', '..' or '[' at offset {pos}, got {text[pos]!r}")
+        steps.append(Step(step.kind, step.name, step.index, descendant))
+        if len(steps) > MAX_STEPS:
+            raise PathError(f"a path has at most {MAX_STEPS} segments")
+    names = [s.name for s in steps if s.kind == "name" and _PLAIN_NAME.fullmatch(s.name)]
+    return JsonPath(text, tuple(steps), f'"{names[-1]}"'.encode() if names else None)
+
+
+def hides_ascii(raw: bytes) -> bool:
+    """True when a JSON text may spell an ASCII character as an escape (\\u0040 for '@'):
+    then looking for a name or a pattern in the raw bytes proves nothing."""
+    return b"\\" in raw and _ASCII_ESCAPE.search(raw) is not None
+
+
+def _bracket(text: str, pos: int) -> tuple[Step, int]:
+    """A `[...]` selector starting at `pos` (the '['); returns the step and the offset after ']'."""
+    start, pos = pos, pos + 1
+    if text.startswith("*]", pos):
+        return Step("wild"), pos + 2
+    if pos < len(text) and text[pos] in "'\"":
+        name, pos = _quoted(text, pos)
+        step = Step("name", name)
+    else:
+        m = _INDEX.match(text, pos)
+        if m is None:
+            what = "filters" if text.startswith("?", pos) else "this selector"
+            raise PathError(f"{what} at offset {start} not supported: use a name, index or *")
+        step, pos = Step("index", index=int(m.group())), m.end()
+    if not text.startswith("]", pos):
+        raise PathError(f"expected ']' at offset {pos} (slices and unions are not supported)")
+    return step, pos + 1
+
+
+def _quoted(text: str, start: int) -> tuple[str, int]:
+    quote, pos = text[start], start + 1
+    out: list[str] = []
+    while pos < len(text):
+        ch = text[pos]
+        if ch == quote:
+            return "".join(out), pos + 1
+        if ch == "\\":
+            escaped = text[pos + 1 : pos + 2]
+            if escaped not in _ESCAPES:
+                raise PathError(f"unknown escape at offset {pos}")
+            out.append(_ESCAPES[escaped])
+            pos += 2
+            continue
+        out.append(ch)
+        pos += 1
+    raise PathError(f"unterminated quoted name starting at offset {start}")
+
+
+def _child(node: Any, step: Step, out: list[Slot]) -> None:
+    kind = type(node)
+    if step.kind == "name":
+        if kind is dict and step.name in node:
+            out.append((node, step.name))
+    elif step.kind == "index":
+        if kind is list and -len(node) <= step.index < len(node):
+            out.append((node, step.index % len(node)))
+    elif kind is dict:
+        out.extend((node, key) for key in node)
+    elif kind is list:
+        out.extend((node, i) for i in range(len(node)))
+
+
+def _descend(value: Any, step: Step, out: list[Slot]) -> None:
+    """Apply a step to the value and every object or array inside it, without recursion."""
+    stack = [value]
+    pop, push = stack.pop, stack.append
+    name = step.name if step.kind == "name" else None
+    while stack:
+        node = pop()
+        if type(node) is dict:
+            if name is None:
+                _child(node, step, out)
+            elif name in node:  # the common `..name`, without a call per object
+                out.append((node, name))
+            items: Any = node.values()
+        elif type(node) is list:
+            if name is None:
+                _child(node, step, out)
+            items = node
+        else:
+            continue
+        for v in items:
+            if type(v) is dict or type(v) is list:
+                push(v)
+
+
+def _unique(slots: list[Slot]) -> list[Slot]:
+    seen: set[tuple[int, Any]] = set()
+    out: list[Slot] = []
+    for container, key in slots:
+        mark = (id(container), key)
+        if mark not in seen:
+            seen.add(mark)
+            out.append((container, key))
+    return out
+
+
+def leaves(container: Any, key: Any) -> Iterator[Slot]:
+    """The slot itself when it holds a string or number, else every string and number inside
+    it (booleans and null are never masked)."""
+    stack: list[Slot] = [(container, key)]
+    while stack:
+        c, k = stack.pop()
+        value = c[k]
+        kind = type(value)
+        if kind is dict:
+            stack.extend((value, sub) for sub in reversed(value))
+        elif kind is list:
+            stack.extend((value, i) for i in range(len(value) - 1, -1, -1))
+        elif kind is not bool and value is not None:
+            yield c, k
+
+
+def strings(holder: list[Any], skip: set[tuple[int, Any]]) -> tuple[list[Slot], list[str]]:
+    """Every string value of the document (keys are not values) whose slot is not in `skip`
+    (marks `(id(container), key)`), as slots and texts in matching order."""
+    slots: list[Slot] = []
+    texts: list[str] = []
+    add_slot, add_text = slots.append, texts.append
+    stack: list[Any] = [holder]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node = pop()
+        for key, value in node.items() if type(node) is dict else enumerate(node):
+            kind = type(value)
+            if kind is str:
+                if not skip or (id(node), key) not in skip:
+                    add_slot((node, key))
+                    add_text(value)
+            elif kind is dict or kind is list:
+                push(value)
+    return slots, texts
+
+
+@dataclass(slots=True)
+class Document:
+    """A parsed body: `holder[0]` is the document (a one-item list, so the root has a slot)
+    and `raw` the text of the numbers a float would have changed."""
+
+    holder: list[Any]
+    nonce: str = field(default_factory=lambda: secrets.token_hex(8))
+    raw: list[str] = field(default_factory=list)
+
+
+class _RawNumber(str):
+    """A JSON number whose text a float would change (1.10, 1e5, 1e400, 20 digits): kept as
+    written, and serialized as a placeholder string that dump_json swaps back."""
+
+    text: str
+
+
+def load_json(text: str) -> Document:
+    """Parse JSON keeping every number's value exact; raises ValueError (malformed JSON, NaN or
+    Infinity, huge integers) or RecursionError (nesting deeper than Python recurses)."""
+    doc = Document([])
+
+    def parse_float(number: str) -> Any:
+        value = float(number)
+        if repr(value) == number:
+            return value
+        raw = _RawNumber(f"\x00{doc.nonce}:{len(doc.raw)}\x00")
+        raw.text = number
+        doc.raw.append(number)
+        return raw
+
+    doc.holder.append(json.loads(text, parse_float=parse_float, parse_constant=_not_json))
+    return doc
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def number_text(value: Any) -> str:
+    """A number leaf as text, exactly as the body wrote it."""
+    if isinstance(value, _RawNumber):
+        return value.text
+    return repr(value) if type(value) is float else str(value)
+
+
+def dump_json(doc: Document) -> bytes:
+    """Compact JSON (no spaces), keys in their original order, UTF-8; a document holding lone
+    surrogates (which JSON escapes can carry) is written ASCII-escaped instead."""
+
+    def restore(m: re.Match[str]) -> str:
+        return doc.raw[int(m.group(2))] if m.group(1) == doc.nonce else m.group()
+
+    for ascii_only in (False, True):
+        out = json.dumps(
+            doc.holder[0], ensure_ascii=ascii_only, separators=(",", ":"), check_circular=False,
+            allow_nan=False,
+        )  # fmt: skip
+        if doc.raw:
+            out = _PLACEHOLDER.sub(restore, out)
+        if ascii_only or out.isascii():
+            return out.encode("ascii")
+        try:
+            return out.encode("utf-8")
+        except UnicodeEncodeError:
+            continue
+    raise AssertionError("unreachable: ASCII output always encodes")

@@ -1,0 +1,119 @@
+"""Parse a route's `mask:` section: fields by JSON path, detectors, styles and exemptions."""
+
+from __future__ import annotations
+
+import re
+
+from guardrail_authz.payload.mask import STYLES
+from guardrail_authz.payload.mask_detect import BUILTIN
+from guardrail_authz.policy.reader import Reader
+from guardrail_authz.policy.source import Where
+from guardrail_authz.policy.source_mask import (
+    DetectorMaskSpec,
+    ExemptSpec,
+    FieldMaskSpec,
+    MaskSpec,
+)
+
+DEFAULT_MAX_BYTES = 1_048_576
+MAX_BYTES = 64 * 1024 * 1024
+MAX_KEEP = 8  # more could leave a whole card-shaped run of a long IBAN readable
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def mask_spec(r: Reader) -> MaskSpec:
+    """`mask:` which body values to mask (field paths, detectors), how, for whom, and limits."""
+    r.only("response", "request", "fields", "detectors", "exempt", "compressed", "maxBytes")
+    response = bool(r.flag("response", default=True))
+    request = bool(r.flag("request", default=False))
+    fields = [_field(r.sub(item, path, line)) for item, path, line in r.items("fields")]
+    detectors = [_detector(r.sub(item, path, line)) for item, path, line in r.items("detectors")]
+    exempt = _exempt(r)
+    compressed = r.choice("compressed", ("decompress", "skip"), "decompress")
+    max_bytes = r.integer("maxBytes", lo=1, hi=MAX_BYTES) or DEFAULT_MAX_BYTES
+    if r.ok and not r.data.get("fields") and not r.data.get("detectors"):
+        r.error(None, "mask.empty", "give 'fields' or 'detectors': this mask section masks nothing")
+    if r.ok and not response and not request:
+        r.error(None, "mask.direction", "response and request are both false: nothing is masked")
+    kept_fields = tuple(f for f in fields if f is not None)
+    kept_detectors = tuple(d for d in detectors if d is not None)
+    _no_repeats(r, [(f.path, f.where) for f in kept_fields], "path")
+    _no_repeats(r, [(d.detector, d.where) for d in kept_detectors], "detector")
+    return MaskSpec(
+        response, request, kept_fields, kept_detectors, exempt, compressed, max_bytes, r.where()
+    )
+
+
+def _field(f: Reader) -> FieldMaskSpec | None:
+    if not f.ok:
+        return None
+    f.only("path", "style", "keep", "exempt")
+    path = f.text("path", required=True)
+    style, keep = _style(f)
+    exempt = _exempt(f)
+    return None if path is None else FieldMaskSpec(path, style, keep, exempt, f.where("path"))
+
+
+def _detector(d: Reader) -> DetectorMaskSpec | None:
+    if not d.ok:
+        return None
+    d.only("detector", "name", "regex", "style", "keep", "exempt")
+    known = ", ".join(BUILTIN)
+    builtin, name, regex = d.text("detector"), d.text("name"), d.text("regex")
+    style, keep = _style(d)
+    exempt = _exempt(d)
+    given = {key for key in ("detector", "name", "regex") if key in d.data}
+    if "detector" in given and given != {"detector"}:
+        msg = "give either 'detector' (a built-in) or 'name' and 'regex' (your own), not both"
+        d.error(None, "mask.detector", msg)
+        return None
+    if "detector" in given:
+        if builtin is None:
+            return None  # reported by text()
+        if builtin not in BUILTIN:
+            d.error("detector", "mask.detector", f"unknown detector {builtin!r} (known: {known})")
+            return None
+        return DetectorMaskSpec(builtin, None, style, keep, exempt, d.where())
+    if given != {"name", "regex"}:
+        msg = f"give 'detector' (one of {known}) or both 'name' and 'regex'"
+        d.error(None, "mask.detector", msg)
+        return None
+    if name is None or regex is None:
+        return None  # reported by text()
+    if not _NAME.fullmatch(name):
+        msg = f"{name!r}: use lower-case letters, digits, '-' and '_' (at most 63)"
+        d.error("name", "mask.name", msg)
+        return None
+    if name in BUILTIN:
+        d.error("name", "mask.name", f"{name!r} is a built-in: write 'detector: {name}' instead")
+        return None
+    return DetectorMaskSpec(name, regex, style, keep, exempt, d.where("regex"))
+
+
+def _style(r: Reader) -> tuple[str, int]:
+    style = r.choice("style", STYLES, "redact")
+    keep = r.integer("keep", lo=0, hi=MAX_KEEP)
+    if keep is not None and style != "partial":
+        r.error("keep", "mask.keep", "'keep' applies to style partial only")
+    return style, 4 if keep is None else keep
+
+
+def _exempt(r: Reader) -> ExemptSpec | None:
+    e = r.mapping("exempt")
+    if e is None:
+        return None
+    e.only("principals", "roles")
+    principals, roles = e.text_list("principals"), e.text_list("roles")
+    if e.ok and not any(e.data.get(key) for key in ("principals", "roles")):
+        e.error(None, "mask.exempt", "give 'principals' (globs) or 'roles': exempt whom?")
+    return ExemptSpec(principals, roles, e.where())
+
+
+def _no_repeats(r: Reader, items: list[tuple[str, Where]], what: str) -> None:
+    seen: set[str] = set()
+    for value, w in items:
+        if value in seen:
+            r.sink.add(
+                "mask.duplicate", f"{what} {value!r} is listed twice", w.file, w.line, w.field
+            )
+        seen.add(value)
