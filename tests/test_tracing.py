@@ -195,3 +195,35 @@ def test_an_unreachable_collector_never_holds_up_decisions(tmp_path: Path) -> No
             assert resp.status.code == 0
         took = time.monotonic() - started
     assert took < 5, took  # 200 Checks; an exporter waiting on the network would take longer
+
+
+def test_a_masking_call_gets_a_span_in_the_requests_trace(tmp_path: Path) -> None:
+    from guardrail_authz.demo.upstream import customer
+    from guardrail_authz.server.extproc import ExtProcService, _Stream
+    from tests.test_extproc import body, request_headers, response_headers
+
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(TraceConfig("http://unused"), exporter)
+    metrics = Metrics()
+    holder = SnapshotHolder(SHIPPED_POLICIES, metrics)
+    assert holder.load()
+    service = ExtProcService(holder, metrics, b"k" * 32, tracing=tracing)
+    stream = _Stream()
+    first = request_headers(
+        "/api/customers/7",
+        traceparent=TRACEPARENT,
+        x_guardrail_principal="reader",
+        x_guardrail_roles="reader",
+    )
+    service.answer(stream, first)
+    service.answer(stream, response_headers())
+    service.answer(stream, body("response_body", customer("7")))
+    [span] = exporter.get_finished_spans()
+    assert span.name == "guardrail.mask"
+    assert f"{span.context.trace_id:032x}" == TRACE_ID
+    assert span.parent is not None
+    assert f"{span.parent.span_id:016x}" == SPAN_ID
+    attrs = dict(span.attributes or {})
+    assert attrs["guardrail.route"] == "customers/read"
+    assert attrs["guardrail.mask.direction"] == "response"
+    assert int(str(attrs["guardrail.mask.masked"])) >= 3

@@ -149,6 +149,9 @@ class App:
         else:
             runtime = Runtime(LocalLimiter(), verifier)
         self.tracing = Tracing(config.tracing) if config.tracing.otlp_endpoint else None
+        self.extproc = ExtProcService(
+            self.holder, self.metrics, mask_key(config.mask_key_file), tracing=self.tracing
+        )
         self.service = CheckService(
             self.holder,
             self.audit,
@@ -158,7 +161,7 @@ class App:
             config.batch_wait,
             self.tracing,
         )
-        self.extproc = ExtProcService(self.holder, self.metrics, mask_key(config.mask_key_file))
+
         self.ops = OpsHttp(self.holder, self.metrics)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # no stub
         self.grpc_port = 0

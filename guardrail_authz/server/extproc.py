@@ -21,6 +21,7 @@ unmasked.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -32,6 +33,7 @@ from guardrail_authz.engine.request import BadRequestError, normalise_host, spli
 from guardrail_authz.payload.mask import MaskOutcome, MaskPlan, mask_body
 from guardrail_authz.policy.snapshot import CompiledRoute
 from guardrail_authz.server.reload import SnapshotHolder
+from guardrail_authz.server.tracing import Tracing
 from guardrail_authz.wire.envoy.config.core.v3 import base_pb2
 from guardrail_authz.wire.envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import (
     ProcessingMode,
@@ -48,6 +50,7 @@ PORT_ATTRIBUTE = "destination.port"  # the listener port, as Check's destination
 _WANTED = frozenset(
     {":method", ":path", ":authority", "host", "content-type", "content-encoding"}
     | {"content-length", PRINCIPAL_HEADER, ROLES_HEADER}
+    | {"traceparent", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled"}  # the trace to join
 )
 ENGINE_ERROR = "error"  # MaskOutcome.skipped when mask_body caught an exception of its own
 _COMPRESSED = frozenset({"gzip", "x-gzip", "deflate"})  # what mask_body decompresses
@@ -194,11 +197,13 @@ class ExtProcService:
         metrics: MaskMetrics,
         key: bytes,
         masker: Masker | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.holder = holder
         self.metrics = metrics
         self.key = key  # the HMAC key of the `hash` mask style
         self.masker: Masker = masker if masker is not None else mask_body
+        self.tracing = tracing  # a span per masking call, when tracing is on
 
     async def process(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
@@ -292,6 +297,7 @@ class ExtProcService:
         route, plan = stream.route, stream.plan
         if route is None or plan is None:
             return _UNCHANGED[kind]
+        began = time.time_ns()
         outcome = self.masker(
             plan,
             body,
@@ -301,6 +307,8 @@ class ExtProcService:
             roles=stream.roles,
             key=self.key,
         )
+        if self.tracing is not None:
+            self._trace(stream, kind, len(body), outcome, began)
         policy = route.policy.name
         for label, n in outcome.counts.items():
             if n:
@@ -312,6 +320,28 @@ class ExtProcService:
         if outcome.body is None:
             return _UNCHANGED[kind]
         return _body_answer(kind, outcome.body)
+
+    def _trace(
+        self, stream: _Stream, kind: str, size: int, outcome: MaskOutcome, began: int
+    ) -> None:
+        """The masking call's span, joined to the request's trace (from its headers)."""
+        assert self.tracing is not None  # noqa: S101 - checked by the caller
+        try:
+            span = self.tracing.mask_span(stream.request_headers, began)
+            if span.is_recording():
+                route = stream.route
+                span.set_attributes(
+                    {
+                        "guardrail.route": route.id if route is not None else "",
+                        "guardrail.mask.direction": kind.partition("_")[0],
+                        "guardrail.mask.body_bytes": size,
+                        "guardrail.mask.masked": sum(outcome.counts.values()),
+                        "guardrail.mask.skipped": outcome.skipped or "",
+                    }
+                )
+            span.end()
+        except Exception:  # tracing must never cost an answer
+            log.exception("tracing a masking call failed")
 
     def handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
         """A generic handler for ExternalProcessor/Process (stream-stream, raw bytes)."""
