@@ -117,3 +117,22 @@ def test_compose_envoy_config_validates() -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_istio_masking_filter_calls_the_service() -> None:
+    service = _by_kind("Service")
+    meta = service["metadata"]
+    grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    envoy_filter = _by_kind("EnvoyFilter")
+    (patch,) = envoy_filter["spec"]["configPatches"]
+    ext_proc = patch["patch"]["value"]["typed_config"]
+    cluster = ext_proc["grpc_service"]["envoy_grpc"]["cluster_name"]
+    host = f"{meta['name']}.{meta['namespace']}.svc.cluster.local"
+    assert cluster == f"outbound|{grpc_port['port']}||{host}"
+    assert ext_proc["failure_mode_allow"] is False
+    assert ext_proc["processing_mode"]["response_body_mode"] == "BUFFERED"
+    policy = _by_kind("AuthorizationPolicy")
+    assert (
+        envoy_filter["spec"]["workloadSelector"]["labels"]
+        == policy["spec"]["selector"]["matchLabels"]
+    )
