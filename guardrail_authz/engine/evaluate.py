@@ -25,6 +25,7 @@ from guardrail_authz.engine.request import BadRequestError, RequestView
 from guardrail_authz.engine.runtime import Runtime
 from guardrail_authz.identity.xfcc import client_uri
 from guardrail_authz.payload.detect import Hit
+from guardrail_authz.payload.mask import MaskPlan
 from guardrail_authz.payload.plan import PayloadDeniedError, check_payload
 from guardrail_authz.policy.matchers import claim_text
 from guardrail_authz.policy.snapshot import CompiledRoute, CompiledRule, PolicySnapshot
@@ -103,7 +104,7 @@ def _evaluate(
         log.exception("evaluation failed (decision %s)", decision_id)
         if route is not None and route.policy.fail_open:
             try:
-                return _fail_open(snapshot, view, decision_id, route)
+                return _fail_open(snapshot, view, decision_id, route, runtime or _OFFLINE)
             except Exception:
                 log.exception("fail-open decision failed, failing closed (%s)", decision_id)
         return _deny(
@@ -177,7 +178,7 @@ def _monitored(
         caller.monitored.append(WouldDeny(d.status, d.reason, d.rule, rollout.scope))
         if trace is not None:
             trace.append(f"monitor mode: would deny ({d.status} {d.reason}), not enforced")
-    d = _allow(snapshot, view, did, route, None, caller)
+    d = _allow(snapshot, view, did, route, None, caller, runtime)
     d.reason = "allowed_in_monitor_mode"
     return d
 
@@ -274,7 +275,7 @@ def _ruled(
             trace.append(explain.rule_line(rule, caller, view, True))
         if route.rate_limits and (runtime.limiter is not None or runtime.shared):
             return _limited(snapshot, view, did, route, rule, caller, runtime)
-        return _allow(snapshot, view, did, route, rule, caller)
+        return _allow(snapshot, view, did, route, rule, caller, runtime)
     if trace is not None:
         trace.append("no allow rule matches: default deny")
     if caller.principal is None and route.identity_required:
@@ -372,7 +373,7 @@ def _limited(
 
     expose = any(limit.expose for limit in route.rate_limits)
     pending = PendingLimit(route.id, limits, refuse, unavailable, expose)
-    allowed = _allow(snapshot, view, did, route, rule, caller)
+    allowed = _allow(snapshot, view, did, route, rule, caller, runtime)
     allowed.pending = pending
     if runtime.limiter is None:
         return allowed  # the server counts it in the shared store, then settles it
@@ -431,6 +432,7 @@ def _allow(
     route: CompiledRoute,
     rule: CompiledRule | None,
     caller: Caller,
+    runtime: Runtime,
 ) -> Decision:
     """An allow by `rule` (None: a monitor-mode route let a would-deny through)."""
     d = Decision(True, 200, "allowed", did, snapshot.version, principal=caller.principal)
@@ -467,6 +469,8 @@ def _allow(
     ours = m.set_names
     remove.extend(h for h in m.remove_headers if h not in ours and h not in identity)
     _strip_inbound(remove, route, view, ours, identity)
+    if route.mask is not None and route.mask.headers:
+        _mask_headers(route.mask, view, caller, d, runtime.mask_key)
     if m.response_headers:
         d.response_headers_add.extend(m.response_headers)
     if m.query_set:
@@ -474,6 +478,41 @@ def _allow(
     if m.query_remove:
         d.query_remove.extend(m.query_remove)
     return d
+
+
+def _mask_headers(
+    plan: MaskPlan, view: RequestView, caller: Caller, d: Decision, key: bytes
+) -> None:
+    """The route's request-header masks for this caller: each header present is removed or
+    overwritten upstream with its masked value."""
+    principal, roles, trace = caller.principal, caller.roles, caller.trace
+    headers, sets, remove = view.headers, d.upstream_headers_set, d.upstream_headers_remove
+    taken: set[str] | None = None
+    for rule in plan.headers:
+        value = headers.get(rule.name)
+        if value is None:
+            continue
+        if taken is None:  # the first header found: is the caller exempt from them all?
+            if plan.exempt(principal, roles):
+                if trace is not None:
+                    trace.append("mask: headers left as they are (this caller is exempt)")
+                return
+            taken = {s[0] for s in sets}  # what this allow already sets or removes stays so
+            taken.update(remove)
+        if rule.exemption is not None and rule.exemption.applies(principal, roles):
+            if trace is not None:
+                trace.append(f"mask: header {rule.name} left as it is (this caller is exempt)")
+            continue
+        if rule.name in taken:
+            continue
+        masked = rule.masked(value, key)
+        if masked is None:
+            remove.append(rule.name)
+        elif masked != value:
+            sets.append((rule.name, masked, "overwrite"))
+        if trace is not None:
+            how = "removed" if rule.style is None else f"masked ({rule.style.kind})"
+            trace.append(f"mask: header {rule.name} {how}")
 
 
 def _challenge(route: CompiledRoute | None, reason: str) -> str:
@@ -527,14 +566,17 @@ def _strip_inbound(
 
 
 def _fail_open(
-    snapshot: PolicySnapshot, view: RequestView, did: str, route: CompiledRoute
+    snapshot: PolicySnapshot, view: RequestView, did: str, route: CompiledRoute, runtime: Runtime
 ) -> Decision:
-    """Allow after an internal error (failMode: open), still stripping keys and spoofed headers."""
+    """Allow after an internal error (failMode: open), still stripping keys and spoofed headers
+    and masking the headers the route masks (as for an anonymous caller: nobody is exempt)."""
     d = Decision(True, 200, "internal_error_fail_open", did, snapshot.version)
     _describe(d, route)
     d.reasons.append("internal_error_fail_open")
     d.upstream_headers_set.append((DECISION_ID_HEADER, did, "overwrite"))
     _strip_inbound(d.upstream_headers_remove, route, view, frozenset())
+    if route.mask is not None and route.mask.headers:
+        _mask_headers(route.mask, view, Caller(None, _NO_ROLES, "", None), d, runtime.mask_key)
     return d
 
 

@@ -78,6 +78,20 @@ class MaskRule:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderMaskRule:
+    """A request header that ext_authz masks when it allows a request: removed (style None)
+    or replaced by its masked value."""
+
+    name: str  # lower case
+    style: Style | None  # None: the header is removed
+    exemption: Exemption | None = None
+
+    def masked(self, value: str, key: bytes) -> str | None:
+        """What the upstream gets in place of `value`; None: the header is removed."""
+        return None if self.style is None else _styled(value, self.style, key)
+
+
+@dataclass(frozen=True, slots=True)
 class MaskPlan:
     """A route's masking rules, compiled once at policy load and never changed."""
 
@@ -90,6 +104,7 @@ class MaskPlan:
     decompress: bool = True  # gzip/deflate bodies: False passes them through ("compressed")
     max_bytes: int = 1_048_576  # bodies (and decompressed bodies) above this are not inspected
     policy: str = ""
+    headers: tuple[HeaderMaskRule, ...] = ()  # request headers, masked by ext_authz on allow
 
     def exempt(self, principal: str | None, roles: frozenset[str]) -> bool:
         """True when the whole mask section is skipped for this caller."""

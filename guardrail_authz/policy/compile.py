@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from guardrail_authz.engine.ratelimit import CompiledLimit
 from guardrail_authz.identity.jwt import JwtProvider, TokenSource, key_set
-from guardrail_authz.policy.compile_mask import compile_mask
+from guardrail_authz.policy.compile_mask import compile_mask, reserved_headers
 from guardrail_authz.policy.compile_payload import compile_payload
 from guardrail_authz.policy.errors import ErrorSink, PolicyLoadError
 from guardrail_authz.policy.matchers import (
@@ -247,6 +247,8 @@ def compile_policies(
     key_headers = frozenset(h for p in plans for h in p.key_headers)
     secret = set(ALWAYS_SECRET_HEADERS) | key_headers
     secret.update(h for p in providers for h in p.credential_headers)
+    # Headers a mask section masks: the audit trail never records their clear values.
+    secret.update(h.name for _, _, c in routes if c.mask is not None for h in c.mask.headers)
     return PolicySnapshot(
         version,
         content_hash,
@@ -383,7 +385,7 @@ def _compile_route(
         _compile_limits(route, sink),
         compile_payload(policy, route, sink),
         route_mode,
-        compile_mask(route.mask, policy.name, sink),
+        compile_mask(route.mask, policy.name, sink, reserved_headers(compiled, route.on_allow)),
     )
 
 

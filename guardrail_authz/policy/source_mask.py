@@ -43,6 +43,17 @@ class DetectorMaskSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderMaskSpec:
+    """Mask a request header on ext_authz's allow path; `where` locates its name."""
+
+    name: str  # lower case
+    style: str  # remove | redact | partial | hash
+    keep: int
+    exempt: ExemptSpec | None
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
 class MaskSpec:
     """A route's `mask:` section."""
 
@@ -54,3 +65,4 @@ class MaskSpec:
     compressed: str  # decompress | skip
     max_bytes: int
     where: Where
+    headers: tuple[HeaderMaskSpec, ...] = ()  # request headers, masked by ext_authz on allow

@@ -141,17 +141,16 @@ class App:
         self.admin_on, token = admin_token(config)
         self.admin = AdminService(self.holder, token) if self.admin_on else None
         self.jwks = JwksCache(on_refresh=self.metrics.jwks_refreshed)
+        masking = mask_key(config.mask_key_file)  # one key: header masks (ext_authz), bodies
         verifier = Verifier(self.jwks.lookup)
         self.shared: RedisLimiter | None = None
         if config.redis_url:
             self.shared = RedisLimiter(config.redis_url, fail_open=config.redis_fail_open)
-            runtime = Runtime(None, verifier, shared=True)
+            runtime = Runtime(None, verifier, shared=True, mask_key=masking)
         else:
-            runtime = Runtime(LocalLimiter(), verifier)
+            runtime = Runtime(LocalLimiter(), verifier, mask_key=masking)
         self.tracing = Tracing(config.tracing) if config.tracing.otlp_endpoint else None
-        self.extproc = ExtProcService(
-            self.holder, self.metrics, mask_key(config.mask_key_file), tracing=self.tracing
-        )
+        self.extproc = ExtProcService(self.holder, self.metrics, masking, tracing=self.tracing)
         self.service = CheckService(
             self.holder,
             self.audit,
