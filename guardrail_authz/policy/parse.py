@@ -10,6 +10,9 @@ from guardrail_authz.engine.ratelimit import KEY_KINDS
 from guardrail_authz.identity.jwt import ALGORITHMS, DEFAULT_ALGORITHMS
 from guardrail_authz.policy.errors import ErrorSink
 from guardrail_authz.policy.matchers import CLAIM_OPS
+from guardrail_authz.policy.names import API_VERSION
+from guardrail_authz.policy.names import HEADER_NAME as _HEADER
+from guardrail_authz.policy.names import NAME as _NAME
 from guardrail_authz.policy.parse_mask import mask_spec
 from guardrail_authz.policy.parse_payload import actions_spec, body_spec, inspect_spec, schema_spec
 from guardrail_authz.policy.reader import Reader
@@ -35,11 +38,8 @@ from guardrail_authz.policy.source import (
     Where,
 )
 
-API_VERSION = "guardrail-authz/v1"
 KINDS = ("GuardrailPolicy", "ApiKeySet")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-_HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
 _REASON = re.compile(r"^[a-z0-9_.:-]{1,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
@@ -54,11 +54,7 @@ def parse_document(doc: Any, file: str, line: int, sink: ErrorSink) -> Policy | 
     if not r.ok:
         return None
     r.only("apiVersion", "kind", "metadata", "spec")
-    api = r.text("apiVersion", required=True)
-    if api is not None and api != API_VERSION:
-        r.error(
-            "apiVersion", "doc.api_version", f"unsupported apiVersion {api!r}; use {API_VERSION}"
-        )
+    check_api_version(r)
     kind = r.text("kind", required=True)
     if kind is not None and kind not in KINDS:
         r.error("kind", "doc.kind", f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
@@ -67,9 +63,7 @@ def parse_document(doc: Any, file: str, line: int, sink: ErrorSink) -> Policy | 
     name, version = "", "0"
     if meta is not None:
         meta.only("name", "version", "labels", "annotations", "description")
-        name = meta.text("name", required=True) or ""
-        if name and not _NAME.match(name):
-            meta.error("name", "doc.name", f"{name!r} is not a valid name (lowercase, digits, -._)")
+        name = document_name(meta)
         version = meta.scalar_text("version") or "0"
     spec = r.mapping("spec", required=True)
     if spec is None or kind is None:
@@ -78,6 +72,24 @@ def parse_document(doc: Any, file: str, line: int, sink: ErrorSink) -> Policy | 
         spec.only("keys")
         return ApiKeySet(name, _keys(spec), r.where())
     return _policy(spec, name, version, r)
+
+
+def check_api_version(r: Reader) -> None:
+    """A document's `apiVersion`: required, and ours."""
+    api = r.text("apiVersion", required=True)
+    if api is not None and api != API_VERSION:
+        r.error(
+            "apiVersion", "doc.api_version", f"unsupported apiVersion {api!r}; use {API_VERSION}"
+        )
+
+
+def document_name(meta: Reader) -> str:
+    """A document's `metadata.name`: required, lower-case letters, digits and -._ ("" when
+    missing or invalid, reported)."""
+    name = meta.text("name", required=True) or ""
+    if name and not _NAME.match(name):
+        meta.error("name", "doc.name", f"{name!r} is not a valid name (lowercase, digits, -._)")
+    return name
 
 
 def _policy(spec: Reader, name: str, version: str, doc: Reader) -> Policy:

@@ -7,6 +7,7 @@ import re
 
 from guardrail_authz.payload.mask import STYLES
 from guardrail_authz.payload.mask_detect import BUILTIN
+from guardrail_authz.policy.names import HEADER_NAME as _HEADER
 from guardrail_authz.policy.reader import Reader
 from guardrail_authz.policy.source import Where
 from guardrail_authz.policy.source_mask import (
@@ -21,7 +22,6 @@ DEFAULT_MAX_BYTES = 1_048_576
 MAX_BYTES = 64 * 1024 * 1024
 MAX_KEEP = 8  # more could leave a whole card-shaped run of a long IBAN readable
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-_HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # as policy/parse.py: lower-case tokens
 HEADER_STYLES = ("remove", *STYLES)
 GUARDRAIL_PREFIX = "x-guardrail-"
 

@@ -18,11 +18,12 @@ from typing import Any, Literal, NoReturn
 
 from guardrail_authz.policy.compile import load_directory
 from guardrail_authz.policy.errors import ErrorSink, PolicyError, PolicyLoadError
+from guardrail_authz.policy.names import API_VERSION
+from guardrail_authz.policy.names import NAME as _NAME
 from guardrail_authz.policy.reader import Reader
 from guardrail_authz.policy.snapshot import PolicySnapshot
 from guardrail_authz.policy.yamlsrc import load_documents
 
-API_VERSION = "guardrail-authz/v1"
 KIND = "PolicyBundle"
 MANIFEST = "manifest.yaml"
 BUNDLE_SUFFIXES = (".tar.gz", ".tgz")
@@ -34,7 +35,6 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 # beyond members + this, whatever the headers claim (a gzip bomb is stopped while reading).
 _STREAM_SLACK = MAX_MEMBERS * 4 * 512 + MAX_MANIFEST_BYTES
 _CHUNK = 64 * 1024
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")  # like policy names
 _VERSION = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no whitespace
 _MEMBER = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,252}$")  # a ConfigMap key, not hidden
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guardrail_authz.policy.compile import is_test_document, policy_files
+from guardrail_authz.policy.compile import TEST_KIND, is_test_document, policy_files
 from guardrail_authz.policy.errors import ErrorSink
+from guardrail_authz.policy.names import HEADER_NAME as _HEADER
+from guardrail_authz.policy.parse import check_api_version, document_name
 from guardrail_authz.policy.reader import Reader
 from guardrail_authz.policy.yamlsrc import line_of, load_documents, read_text
 
-API_VERSION = "guardrail-authz/v1"
-KIND = "GuardrailTest"
+KIND = TEST_KIND
 OUTCOMES = ("allow", "deny")
 CREDENTIALS = ("api_key", "jwt", "mtls")
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-_HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
 # What offline evaluation never decides: rate limits are not counted without a server.
 _OFFLINE_STATUS = {429: "rate limits are not applied when tests run offline"}
 _OFFLINE_REASONS = {
@@ -167,18 +165,12 @@ def parse_suite(doc: Any, file: str, line: int, sink: ErrorSink) -> CaseSuite | 
     if not r.ok:
         return None
     r.only("apiVersion", "kind", "metadata", "spec")
-    api = r.text("apiVersion", required=True)
-    if api is not None and api != API_VERSION:
-        r.error(
-            "apiVersion", "doc.api_version", f"unsupported apiVersion {api!r}; use {API_VERSION}"
-        )
+    check_api_version(r)
     name = ""
     meta = r.mapping("metadata", required=True)
     if meta is not None:
         meta.only("name", "labels", "annotations", "description")
-        name = meta.text("name", required=True) or ""
-        if name and not _NAME.match(name):
-            meta.error("name", "doc.name", f"{name!r} is not a valid name (lowercase, digits, -._)")
+        name = document_name(meta)
     spec = r.mapping("spec", required=True)
     if spec is None:
         return CaseSuite(name, file, r.line, ())
