@@ -30,14 +30,14 @@ _SIZE = re.compile(r"(\d+)\s*([kmg]i?b?)?", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
-def load_key(path: Path) -> bytes:
+def load_key(path: Path, what: str = "audit key") -> bytes:
     """The HMAC key in a file (surrounding whitespace ignored); ValueError naming the file."""
     try:
         key = path.read_bytes().strip()
     except OSError as exc:
-        raise ValueError(f"cannot read audit key file {path}: {exc.strerror or exc}") from None
+        raise ValueError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
     if len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"{path}: the audit key needs {MIN_KEY_BYTES}+ bytes, got {len(key)}")
+        raise ValueError(f"{path}: the {what} needs {MIN_KEY_BYTES}+ bytes, got {len(key)}")
     return key
 
 

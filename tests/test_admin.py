@@ -252,3 +252,19 @@ def test_eval_explain_prints_the_trace(tmp_path: Path) -> None:
     assert "  allow rule 'anyone': matches" in trace
     assert trace[-1].startswith("  decision: allow 200 allowed; rule 'anyone'")
     assert json.loads(out.stdout)["enforced"] is True
+
+
+def test_mask_key_file(tmp_path: Path) -> None:
+    from guardrail_authz.server.app import mask_key  # noqa: PLC0415
+
+    good = tmp_path / "mask.key"
+    good.write_text("0123456789abcdef0123\n")
+    assert mask_key(good) == b"0123456789abcdef0123"
+    assert len(mask_key(None)) == 32  # random per process when none is given
+    assert mask_key(None) != mask_key(None)
+    short = tmp_path / "short.key"
+    short.write_text("abc")
+    with pytest.raises(ValueError, match="the mask key needs 16\\+ bytes"):
+        mask_key(short)
+    with pytest.raises(ValueError, match="cannot read mask key file"):
+        mask_key(tmp_path / "missing")

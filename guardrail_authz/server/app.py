@@ -76,13 +76,7 @@ def mask_key(path: Path | None) -> bytes:
             "hashed values cannot be joined across replicas or restarts"
         )
         return os.urandom(32)
-    try:
-        key = path.read_bytes().strip()
-    except OSError as exc:
-        raise ValueError(f"cannot read --mask-key-file {path}: {exc.strerror}") from None
-    if len(key) < 16:
-        raise ValueError(f"{path}: the mask key needs 16+ bytes")
-    return key
+    return load_key(path, "mask key")
 
 
 def is_loopback(host: str) -> bool:
