@@ -17,7 +17,7 @@ import pytest
 from guardrail_authz.admin.v1 import admin_pb2 as pb
 from guardrail_authz.admin.v1 import admin_pb2_grpc
 from guardrail_authz.rollout.bundle import build_bundle
-from guardrail_authz.server.app import ServeConfig, admin_token, is_loopback
+from guardrail_authz.server.app import ServeConfig, admin_token, is_loopback, mask_key
 from tests.serverproc import ServerProcess
 from tests.test_history import _write
 
@@ -255,8 +255,6 @@ def test_eval_explain_prints_the_trace(tmp_path: Path) -> None:
 
 
 def test_mask_key_file(tmp_path: Path) -> None:
-    from guardrail_authz.server.app import mask_key  # noqa: PLC0415
-
     good = tmp_path / "mask.key"
     good.write_text("0123456789abcdef0123\n")
     assert mask_key(good) == b"0123456789abcdef0123"
