@@ -9,7 +9,7 @@ import logging
 import re
 import time
 from _json import make_encoder
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,6 +285,9 @@ class AuditLog:
         self._scheduled = False
         self._clock = _Clock()
         self._secrets = DEFAULT_SECRETS
+        # Told (seconds per record, records) after each batch is rendered and written; the
+        # server observes it as the `audit` stage of guardrail_stage_seconds.
+        self.on_flush: Callable[[float, int], None] | None = None
         # Lines are hash-chained (audit_chain.py); a file rotates past max_bytes (0: never).
         self._out = ChainedOutput(
             path,
@@ -323,6 +326,8 @@ class AuditLog:
         self._scheduled = False
         queued = self._queued
         if queued:
+            began = time.perf_counter()
+            count = len(queued)
             stamp = self._clock.stamp
             secrets = self._secrets
             try:
@@ -333,6 +338,8 @@ class AuditLog:
                 lines = [self._render_one(*item) for item in queued]
             queued.clear()
             self._out.write(lines)  # chained there: hashing is per batch, not per Check
+            if self.on_flush is not None:
+                self.on_flush((time.perf_counter() - began) / count, count)
 
     def _render_one(self, d: Decision, view: RequestView | None, seconds: float, t: float) -> str:
         try:

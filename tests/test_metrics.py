@@ -9,6 +9,7 @@ from typing import Any, cast
 import grpc
 
 from guardrail_authz.audit import AuditLog
+from guardrail_authz.engine.decision import Decision
 from guardrail_authz.engine.ratelimit import LocalLimiter
 from guardrail_authz.engine.runtime import Runtime
 from guardrail_authz.identity.jwks import FetchError, JwksCache
@@ -133,3 +134,15 @@ def test_jwks_refreshes_are_counted() -> None:
     src = "https://idp/jwks"
     assert _value(text, "guardrail_jwks_refreshes_total", source=src, result="failed") == 1
     assert _value(text, "guardrail_jwks_refreshes_total", source=src, result="ok") == 1
+
+
+def test_audit_stage_is_observed_per_batch(tmp_path: Any) -> None:
+    metrics = Metrics()
+    audit = AuditLog(tmp_path / "audit.log")
+    audit.on_flush = lambda seconds, n: metrics.stage("audit", seconds, n)
+    try:
+        for i in range(3):  # outside an event loop each record is written at once
+            audit.record(Decision(True, 200, "allowed", f"d-{i}", "v"), None, 0.001)
+    finally:
+        audit.close()
+    assert 'guardrail_stage_seconds_count{stage="audit"} 3.0' in metrics.render().decode()

@@ -132,6 +132,7 @@ class App:
         self.audit = AuditLog(
             config.audit_log, max_bytes=config.audit_max_bytes, keep=config.audit_keep, key=key
         )
+        self.audit.on_flush = lambda seconds, n: self.metrics.stage("audit", seconds, n)
         self.admin_on, token = admin_token(config)
         self.admin = AdminService(self.holder, token) if self.admin_on else None
         self.jwks = JwksCache(on_refresh=self.metrics.jwks_refreshed)
