@@ -165,15 +165,17 @@ class CheckService:
         live in the shared store, the pending decision to count before answering."""
         payload, start = item
         try:
+            began = time.perf_counter()  # after any wait in a batch
             decision, view = self.decide(payload)
             if decision.pending is not None:
                 return decision, view, start
             decided = time.perf_counter()
+            self.metrics.stage("decide", decided - began)
             if self.tracing is not None:
                 self._trace(decision, view, start)
+                decided = time.perf_counter()  # the span is not part of encoding
             out = self._encode(decision)
             self.metrics.stage("encode", time.perf_counter() - decided)
-            self.metrics.stage("decide", decided - start)
         except Exception:  # last line of defence: still a well-formed fail-closed answer
             log.exception("Check failed unexpectedly")
             decision, view = reject("unknown", self.ids.next(), 500, "internal_error", ""), None
