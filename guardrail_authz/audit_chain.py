@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from guardrail_authz.keyed_hmac import hmac_sha256
+
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64  # the `prev` of a chain's start checkpoint
@@ -52,20 +54,7 @@ def linker(key: bytes | None) -> Callable[[bytes], str]:
     if key is None:
         sha256 = hashlib.sha256
         return lambda data: sha256(data).hexdigest()
-    # HMAC (RFC 2104) from the two keyed hash states, copied per line: a third cheaper than
-    # hmac.digest, which derives them again on every call.
-    block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
-
-    def link(data: bytes) -> str:
-        i = inner.copy()
-        i.update(data)
-        o = outer.copy()
-        o.update(i.digest())
-        return o.hexdigest()
-
-    return link
+    return hmac_sha256(key)
 
 
 def parse_size(text: str) -> int:

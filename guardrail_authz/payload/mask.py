@@ -3,12 +3,9 @@ external processing service calls once per buffered request or response body."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import string
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,14 +20,17 @@ from guardrail_authz.payload.mask_path import (
     number_text,
     strings,
 )
+from guardrail_authz.payload.mask_style import mask_hash, partial
 from guardrail_authz.policy.matchers import GlobSet
+
+__all__ = [
+    "STYLES", "Exemption", "HeaderMaskRule", "MaskOutcome", "MaskPlan", "MaskRule", "Style",
+    "mask_body", "mask_hash", "partial",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 STYLES = ("redact", "partial", "hash")
-_MASKABLE = frozenset(string.ascii_letters + string.digits + "*")
-_DROP_MASKABLE = {ord(ch): None for ch in _MASKABLE}
-_TO_STAR = {ord(ch): "*" for ch in _MASKABLE}
 _LEVEL = 6  # zlib's default: a masked body is re-compressed about as small as it came
 
 
@@ -168,7 +168,7 @@ def _mask_body(
     body = bytes(body)
     if not hides_ascii(body):  # then what the raw bytes lack, no value can hold
         if plan.scanner is not None:
-            skip |= plan.scanner.quiet(body)
+            skip = plan.scanner.skip_quiet(body, skip)
         fields = [f for f in fields if f.path is None or _may_select(f.path, body)]
     if not fields and len(skip) == len(plan.detectors):
         return MaskOutcome(None, {})  # no rule can match anything here: not even parsed
@@ -258,46 +258,22 @@ def _inflate_with(data: bytes, wbits: int, limit: int) -> bytes:
             raise zlib.error("data after the end of the stream")
 
 
-def mask_hash(key: bytes, text: str) -> str:
-    """The hash style: "hmac:" + the first 16 hex digits of HMAC-SHA256(key, text in UTF-8)."""
-    mac = hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256)
-    return "hmac:" + mac.hexdigest()[:16]
-
-
-def partial(text: str, keep: int) -> str:
-    """Replace letters and digits with '*' except the last `keep` of them, never more than half
-    (a 4-digit PIN keeps 2); other characters (spaces, dashes, '@') stay. A '*' counts as a
-    masked letter, so masking the output again changes nothing."""
-    if not text.isascii():
-        return _partial_unicode(text, keep)
-    k = min(keep, (len(text) - len(text.translate(_DROP_MASKABLE))) // 2)
-    cut = len(text)
-    while k:  # back over the k kept letters and digits (and the separators between them)
-        cut -= 1
-        if text[cut] in _MASKABLE:
-            k -= 1
-    return text[:cut].translate(_TO_STAR) + text[cut:]
-
-
-def _partial_unicode(text: str, keep: int) -> str:
-    n = sum(1 for ch in text if ch.isalnum() or ch == "*")
-    cut = n - min(keep, n // 2)
-    out: list[str] = []
-    for ch in text:
-        if ch.isalnum() or ch == "*":
-            out.append("*" if cut > 0 else ch)
-            cut -= 1
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 def _styled(text: str, style: Style, key: bytes) -> str:
     if style.kind == "redact":
         return REDACTED
     if style.kind == "partial":
         return partial(text, style.keep)
     return mask_hash(key, text)
+
+
+def _styler(style: Style, key: bytes) -> Callable[[str], str]:
+    """_styled with the style and key bound: one call per value."""
+    if style.kind == "redact":
+        return lambda _text: REDACTED
+    if style.kind == "partial":
+        keep = style.keep
+        return lambda text: partial(text, keep)
+    return lambda text: mask_hash(key, text)
 
 
 def _apply_fields(
@@ -308,8 +284,18 @@ def _apply_fields(
     done: set[tuple[int, Any]] = set()
     for rule in fields:
         n = 0
+        styled = _styler(rule.style, key)
         for container, slot in rule.path.select(holder) if rule.path is not None else ():
             value = container[slot]
+            if type(value) is str:  # the common case, without the loop over leaves
+                mark = (id(container), slot)
+                if mark not in done:
+                    done.add(mark)
+                    new = styled(value)
+                    if new != value:
+                        container[slot] = new
+                        n += 1
+                continue
             if type(value) is dict or type(value) is list:
                 spots: Iterable[Slot] = leaves(container, slot)
             elif value is None or type(value) is bool:
@@ -321,8 +307,7 @@ def _apply_fields(
                     continue
                 done.add((id(c), k))
                 value = c[k]
-                text = value if type(value) is str else number_text(value)
-                new = _styled(text, rule.style, key)
+                new = styled(value if type(value) is str else number_text(value))
                 if new != value:
                     c[k] = new
                     n += 1
@@ -343,16 +328,18 @@ def _apply_detectors(
     """Scan every string value no field rule selected; replace only what was found."""
     slots, texts = strings(holder, done)
     hits = [0] * len(rules)
+    styled = [
+        _detector_styler(rule.style, detector.normalise, key)
+        for rule, detector in zip(rules, scanner.detectors, strict=False)
+    ]
     for index, spans in scanner.scan(texts, skip).items() if texts else ():
         text = out = texts[index]
         for start, end, d, merged in reversed(spans):  # from the right: offsets stay valid
-            piece, style = text[start:end], rules[d].style
-            if style.kind == "hash":
-                new = mask_hash(key, scanner.detectors[d].normalise(piece))
-            elif merged and style.kind == "partial":  # overlaps: no telling which end to show
+            piece = text[start:end]
+            if merged and rules[d].style.kind == "partial":  # overlaps: no telling which end
                 new = partial(piece, 0)
             else:
-                new = _styled(piece, style, key)
+                new = styled[d](piece)
             if new != piece:
                 out = out[:start] + new + out[end:]
                 hits[d] += 1
@@ -362,3 +349,12 @@ def _apply_detectors(
     for rule, n in zip(rules, hits, strict=True):
         if n:
             counts[rule.label] = counts.get(rule.label, 0) + n
+
+
+def _detector_styler(
+    style: Style, normalise: Callable[[str], str], key: bytes
+) -> Callable[[str], str]:
+    """How a detector's match is masked; the hash style hashes the normalised match."""
+    if style.kind == "hash":
+        return lambda piece: mask_hash(key, normalise(piece))
+    return _styler(style, key)

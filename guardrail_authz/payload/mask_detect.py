@@ -8,6 +8,7 @@ import binascii
 import ipaddress
 import json
 import re
+import string
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,10 +46,14 @@ def _same(text: str) -> str:
 
 
 _NOT_DIGITS = {i: None for i in range(128) if not 48 <= i <= 57}
+_NOT_DIGIT_BYTES = bytes(i for i in range(256) if not 48 <= i <= 57)
 
 
 def _digits(text: str) -> str:
-    """The ASCII digits of an ASCII text (what the patterns match)."""
+    """The ASCII digits of an ASCII text (what the patterns match); other characters beyond
+    ASCII stay."""
+    if text.isascii():  # a byte table deletes in C; str.translate looks each character up
+        return text.encode("ascii").translate(None, _NOT_DIGIT_BYTES).decode("ascii")
     return text.translate(_NOT_DIGITS)
 
 
@@ -74,10 +79,16 @@ _CARD = re.compile(
 )
 _CARD_TRIGGER = r"\d{4}[ -]?\d{4}[ -]?\d{4}|\d{4}[ -]\d{6}[ -]\d{4}"
 _LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+_LUHN_DOUBLED = bytes.maketrans(b"0123456789", bytes(_LUHN_DOUBLE))
 
 
 def luhn(digits: str) -> bool:
     """True when a string of ASCII digits passes the Luhn (mod 10) check."""
+    if digits.isascii() and digits.isdigit():  # summed in C: every other digit doubled
+        raw = digits.encode("ascii")
+        kept = raw[-1::-2]
+        total = sum(kept) - 48 * len(kept) + sum(raw[-2::-2].translate(_LUHN_DOUBLED))
+        return total % 10 == 0
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = ord(ch) - 48
@@ -139,20 +150,21 @@ _EMAIL_DOMAIN = re.compile(
     r"(?![A-Za-z0-9@*-]|\.[A-Za-z0-9*])" + _END,  # x@a.io@b.io: not one address
     re.ASCII,
 )
-_EMAIL_LOCAL = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.!#$%&'*+/=?^_`{|}~-"
-)
+# The local part read backwards from the '@' (on the reversed text: re only matches forwards),
+# one character more than the 64 allowed so that a longer run is seen and dropped.
+_EMAIL_LOCAL_BACK = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{0,65}")
 
 
 def _find_emails(text: str) -> list[Span]:
-    """Anchor on '@domain', then walk back over the local part: at most 64 characters, from
+    """Anchor on '@domain', then go back over the local part: at most 64 characters, from
     its first letter or digit, and without '*' (a local part masked to '***n' is no address)."""
     out: list[Span] = []
+    backwards, n = text[::-1], len(text)
     for m in _EMAIL_DOMAIN.finditer(text):
-        at = start = m.start()
-        while start > 0 and text[start - 1] in _EMAIL_LOCAL and at - start <= 64:
-            start -= 1
-        if at - start > 64 or "*" in text[start:at] or text.endswith(REDACTED, 0, start):
+        at = m.start()
+        back = _EMAIL_LOCAL_BACK.match(backwards, n - at)  # {0,65}: never None
+        start = n - back.end() if back is not None else at
+        if at - start > 64 or text.find("*", start, at) >= 0 or text.endswith(REDACTED, 0, start):
             continue
         while start < at and not text[start].isalnum():
             start += 1  # quotes and dots around an address are not part of it
@@ -177,12 +189,12 @@ _PHONE_TRIGGER = r"\+\d|(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}"
 
 
 def _find_phones(text: str) -> list[Span]:
-    out: list[Span] = []
-    for m in _PHONE.finditer(text):
-        intl = m.group("intl")
-        if intl is None or 7 <= len(_digits(intl)) <= 15:
-            out.append(m.span())
-    return out
+    return [
+        m.span()
+        for m in _PHONE.finditer(text)
+        if (intl := m.group("intl")) is None
+        or 7 <= len(intl.encode("ascii").translate(None, _NOT_DIGIT_BYTES)) <= 15  # ASCII: \d
+    ]
 
 
 def _phone_normal(text: str) -> str:
@@ -205,6 +217,7 @@ _IBAN_LENGTHS = {
     "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SE": 24, "SI": 19, "SK": 24, "SM": 27,
     "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
 }  # fmt: skip
+_BASE36 = {ord(ch): str(int(ch, 36)) for ch in string.digits + string.ascii_letters}
 
 
 def iban_ok(text: str) -> bool:
@@ -215,6 +228,8 @@ def iban_ok(text: str) -> bool:
     if not 2 <= int(iban[2:4]) <= 98:
         return False
     moved = iban[4:] + iban[:4]
+    if moved.isascii() and moved.isalnum():  # one translate, not a str(int()) per character
+        return int(moved.translate(_BASE36)) % 97 == 1
     return int("".join(str(int(ch, 36)) for ch in moved)) % 97 == 1
 
 
@@ -346,6 +361,20 @@ class Scanner:
         fired = {self._rule_detector[rule] for rule in self._matcher.scan_bytes(raw)}
         return frozenset(self._rule_detector) - fired
 
+    def skip_quiet(self, raw: bytes, skip: frozenset[int]) -> frozenset[int]:
+        """`skip` with every built-in added when no detector outside it can match a value of
+        this JSON text (none is custom, no trigger fires: see quiet), else `skip` as it is:
+        scan runs a finder only on values its trigger fired in, so a quiet built-in next to
+        one that fires costs nothing, and the raw scan stops at the first trigger that fires.
+        The caller has checked that `raw` spells no ASCII character as an escape (hides_ascii:
+        a regex search of the whole body, done once)."""
+        if any(i not in skip for i in self._custom) or self._matcher is None:
+            return skip
+        wanted = frozenset(r for r, i in enumerate(self._rule_detector) if i not in skip)
+        if self._matcher.matches_any(raw, wanted):
+            return skip
+        return skip | frozenset(self._rule_detector)
+
     def scan(
         self, values: Sequence[str], skip: frozenset[int] = frozenset()
     ) -> dict[int, list[Found]]:
@@ -357,8 +386,9 @@ class Scanner:
         if self._matcher is not None:
             hits, _ = self._matcher.scan(values)
             flagged: dict[int, set[int]] = {}  # detector index -> values its trigger fired in
+            rule_detector, add = self._rule_detector, flagged.setdefault
             for value, rule in hits:
-                flagged.setdefault(self._rule_detector[rule], set()).add(value)
+                add(rule_detector[rule], set()).add(value)
             for index, which in flagged.items():
                 if index not in skip:
                     _find_joined(detectors[index].find, index, sorted(which), values, found)
@@ -381,18 +411,18 @@ def _find_joined(
     matches a NUL or reads past one differently from a string's end: one call, not one per
     value), and file each match under its value."""
     if len(which) == 1:
-        spans = [(which[0], start, end) for start, end in find(values[which[0]])]
-    else:
-        joined = SEPARATOR.join(values[v] for v in which)
-        starts = list(accumulate((len(values[v]) + 1 for v in which[:-1]), initial=0))
-        spans = []
-        for start, end in find(joined):
-            at = bisect_right(starts, start) - 1
-            base = starts[at]
-            if end - base <= len(values[which[at]]):  # never across a separator
-                spans.append((which[at], start - base, end - base))
-    for value, start, end in spans:
-        found.setdefault(value, []).append((start, end, index, False))
+        value = which[0]
+        for start, end in find(values[value]):
+            found.setdefault(value, []).append((start, end, index, False))
+        return
+    joined = SEPARATOR.join([values[v] for v in which])
+    starts = list(accumulate([len(values[v]) + 1 for v in which[:-1]], initial=0))
+    for start, end in find(joined):
+        at = bisect_right(starts, start) - 1
+        base = starts[at]
+        value = which[at]
+        if end - base <= len(values[value]):  # never across a separator
+            found.setdefault(value, []).append((start - base, end - base, index, False))
 
 
 def _disjoint(spans: list[Found]) -> list[Found]:

@@ -52,11 +52,18 @@ class JsonPath:
         slots: list[Slot] = [(holder, 0)]
         for step in self.steps:
             nxt: list[Slot] = []
-            for container, key in slots:
-                if step.descendant:
-                    _descend(container[key], step, nxt)
-                else:
-                    _child(container[key], step, nxt)
+            if step.kind == "name" and not step.descendant:  # the common step, without a call
+                name = step.name
+                for container, key in slots:
+                    node = container[key]
+                    if type(node) is dict and name in node:
+                        nxt.append((node, name))
+            else:
+                for container, key in slots:
+                    if step.descendant:
+                        _descend(container[key], step, nxt)
+                    else:
+                        _child(container[key], step, nxt)
             # Distinct parents have distinct children; only a descendant step can repeat one.
             slots = _unique(nxt) if step.descendant else nxt
         return slots
@@ -208,14 +215,16 @@ def strings(holder: list[Any], skip: set[tuple[int, Any]]) -> tuple[list[Slot], 
     slots: list[Slot] = []
     texts: list[str] = []
     add_slot, add_text = slots.append, texts.append
+    marked = {mark[0] for mark in skip}  # containers holding a skipped slot: checked per key
     stack: list[Any] = [holder]
     pop, push = stack.pop, stack.append
     while stack:
         node = pop()
+        check = id(node) in marked
         for key, value in node.items() if type(node) is dict else enumerate(node):
             kind = type(value)
             if kind is str:
-                if not skip or (id(node), key) not in skip:
+                if not check or (id(node), key) not in skip:
                     add_slot((node, key))
                     add_text(value)
             elif kind is dict or kind is list:

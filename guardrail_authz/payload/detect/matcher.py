@@ -36,6 +36,10 @@ def _ids(pattern_id: int, _start: int, _end: int, _flags: int, found: Any) -> No
     found.append(pattern_id)
 
 
+def _stop_at(pattern_id: int, _start: int, _end: int, _flags: int, wanted: Any) -> bool:
+    return pattern_id in wanted  # True stops the scan: see Matcher.matches_any
+
+
 def _compile(rules: Sequence[Rule], extra: int) -> hyperscan.Database:
     flags = [(hyperscan.HS_FLAG_CASELESS if r.caseless else 0) | extra for r in rules]
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
@@ -153,6 +157,23 @@ class Matcher:
         db = self._single_db()
         db.scan(data, match_event_handler=_ids, context=found, scratch=self._scratch(db, "single"))
         return found
+
+    def matches_any(self, data: bytes, rules: frozenset[int]) -> bool:
+        """True when one of `rules` (indexes) matches in one raw buffer; the scan stops at
+        the first such match (scan_bytes reads the whole buffer)."""
+        if not rules:
+            return False
+        db = self._single_db()
+        try:
+            db.scan(
+                data,
+                match_event_handler=_stop_at,
+                context=rules,
+                scratch=self._scratch(db, "single"),
+            )
+        except hyperscan.ScanTerminated:
+            return True
+        return False
 
 
 def _by_lengths(values: Sequence[str], found: list[int]) -> list[tuple[int, int]]:
