@@ -172,8 +172,13 @@ def test_scanner_merges_overlaps_and_skips() -> None:
 
 def test_quiet_detectors_are_judged_on_the_raw_text() -> None:
     scanner = Scanner([builtin("email"), builtin("card")])
-    assert scanner.quiet(b'{"a": "x@example.com"}') == frozenset({1})
-    assert scanner.quiet(b'{"a": "x\\u0040example.com"}') == frozenset()  # escapes: unknown
+    assert scanner.skip_quiet(b'{"a": "no address, no card"}', frozenset()) == {0, 1}
+    assert scanner.skip_quiet(b'{"a": "x@example.com"}', frozenset()) == frozenset()
+    # A trigger of a skipped detector does not count; one of another does.
+    assert scanner.skip_quiet(b'{"a": "x@example.com"}', frozenset({0})) == {0, 1}
+    assert scanner.skip_quiet(b'{"a": "4111 1111 1111 1111"}', frozenset({0})) == {0}
+    with_custom = Scanner([builtin("email"), custom("ref", re.compile(r"ORD-\d+"))])
+    assert with_custom.skip_quiet(b'{"a": "nothing"}', frozenset()) == frozenset()  # custom: runs
 
 
 # -- styles -------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ class HeaderMaskRule:
 
     def masked(self, value: str, key: bytes) -> str | None:
         """What the upstream gets in place of `value`; None: the header is removed."""
-        return None if self.style is None else _styled(value, self.style, key)
+        return None if self.style is None else _styler(self.style, key)(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,16 +258,9 @@ def _inflate_with(data: bytes, wbits: int, limit: int) -> bytes:
             raise zlib.error("data after the end of the stream")
 
 
-def _styled(text: str, style: Style, key: bytes) -> str:
-    if style.kind == "redact":
-        return REDACTED
-    if style.kind == "partial":
-        return partial(text, style.keep)
-    return mask_hash(key, text)
-
-
 def _styler(style: Style, key: bytes) -> Callable[[str], str]:
-    """_styled with the style and key bound: one call per value."""
+    """How a value is masked in this style under this key (bound once per rule, called per
+    value)."""
     if style.kind == "redact":
         return lambda _text: REDACTED
     if style.kind == "partial":
@@ -287,15 +280,6 @@ def _apply_fields(
         styled = _styler(rule.style, key)
         for container, slot in rule.path.select(holder) if rule.path is not None else ():
             value = container[slot]
-            if type(value) is str:  # the common case, without the loop over leaves
-                mark = (id(container), slot)
-                if mark not in done:
-                    done.add(mark)
-                    new = styled(value)
-                    if new != value:
-                        container[slot] = new
-                        n += 1
-                continue
             if type(value) is dict or type(value) is list:
                 spots: Iterable[Slot] = leaves(container, slot)
             elif value is None or type(value) is bool:
@@ -330,7 +314,7 @@ def _apply_detectors(
     hits = [0] * len(rules)
     styled = [
         _detector_styler(rule.style, detector.normalise, key)
-        for rule, detector in zip(rules, scanner.detectors, strict=False)
+        for rule, detector in zip(rules, scanner.detectors, strict=True)
     ]
     for index, spans in scanner.scan(texts, skip).items() if texts else ():
         text = out = texts[index]

@@ -17,7 +17,6 @@ from itertools import accumulate
 
 from guardrail_authz.payload.detect.base import Action, Rule
 from guardrail_authz.payload.detect.matcher import SEPARATOR, Matcher
-from guardrail_authz.payload.mask_path import hides_ascii
 
 BUILTIN: tuple[str, ...] = (
     "card", "ssn", "email", "phone", "iban", "ipv4", "ipv6", "jwt", "api_token",
@@ -192,8 +191,7 @@ def _find_phones(text: str) -> list[Span]:
     return [
         m.span()
         for m in _PHONE.finditer(text)
-        if (intl := m.group("intl")) is None
-        or 7 <= len(intl.encode("ascii").translate(None, _NOT_DIGIT_BYTES)) <= 15  # ASCII: \d
+        if (intl := m.group("intl")) is None or 7 <= len(_digits(intl)) <= 15
     ]
 
 
@@ -352,22 +350,13 @@ class Scanner:
         self._matcher = _matcher(names) if names else None
         self._custom = tuple(i for i, d in enumerate(self.detectors) if d.trigger is None)
 
-    def quiet(self, raw: bytes) -> frozenset[int]:
-        """The built-in detectors that cannot match any value of this JSON text: their
-        triggers do not fire anywhere in it. None is quiet in a text that may spell ASCII
-        characters as escapes (\\u0040 is '@')."""
-        if self._matcher is None or hides_ascii(raw):
-            return frozenset()
-        fired = {self._rule_detector[rule] for rule in self._matcher.scan_bytes(raw)}
-        return frozenset(self._rule_detector) - fired
-
     def skip_quiet(self, raw: bytes, skip: frozenset[int]) -> frozenset[int]:
         """`skip` with every built-in added when no detector outside it can match a value of
-        this JSON text (none is custom, no trigger fires: see quiet), else `skip` as it is:
-        scan runs a finder only on values its trigger fired in, so a quiet built-in next to
-        one that fires costs nothing, and the raw scan stops at the first trigger that fires.
-        The caller has checked that `raw` spells no ASCII character as an escape (hides_ascii:
-        a regex search of the whole body, done once)."""
+        this JSON text (none is custom, and no trigger of one fires anywhere in it), else
+        `skip` as it is: scan runs a finder only on values its trigger fired in, so a quiet
+        built-in next to one that fires costs nothing, and the raw scan stops at the first
+        trigger that fires. The caller has checked that `raw` spells no ASCII character as an
+        escape (hides_ascii: \\u0040 is '@'), else what the raw bytes lack proves nothing."""
         if any(i not in skip for i in self._custom) or self._matcher is None:
             return skip
         wanted = frozenset(r for r, i in enumerate(self._rule_detector) if i not in skip)
