@@ -210,15 +210,22 @@ def test_body_reaches_the_check(stack: EnvoyStack) -> None:
     assert record["body_bytes"] == len(payload)
 
 
+def _access_log(stack: EnvoyStack, decision_id: str) -> list[dict[str, object]]:
+    """Envoy's JSON access log lines, once the line of this decision is written (Envoy
+    writes a line after its response: one more request flushes it)."""
+    stack.request("GET", "/public/ping")
+    for _ in range(50):
+        if decision_id in stack.envoy_log():
+            break
+        time.sleep(0.1)
+    return [json.loads(x) for x in stack.envoy_log().splitlines() if x.startswith("{")]
+
+
 def test_access_log_carries_decision_id(stack: EnvoyStack) -> None:
     r = stack.request("GET", "/api/orders/9")
     assert r.status == 401
     did = r.headers["x-guardrail-decision-id"]
-    stack.request("GET", "/public/ping")  # access log lines are written after the response
-    for _ in range(50):
-        if did in stack.envoy_log():
-            break
-        time.sleep(0.1)
+    _access_log(stack, did)
     line = next(line for line in stack.envoy_log().splitlines() if did in line)
     assert '"ext_authz_latency_us"' in line
     assert json.loads(line)["decision_id"] == did  # from ext_authz's dynamic metadata
@@ -228,13 +235,7 @@ def test_access_log_leaves_the_query_string_out(stack: EnvoyStack) -> None:
     r = stack.request("GET", "/public/ping?token=s3cr3t-in-a-query&page=2")
     assert r.status == 200
     did = r.upstream_headers()["x-guardrail-decision-id"]
-    stack.request("GET", "/public/ping")
-    for _ in range(50):
-        if did in stack.envoy_log():
-            break
-        time.sleep(0.1)
-    records = [json.loads(x) for x in stack.envoy_log().splitlines() if x.startswith("{")]
-    [record] = [x for x in records if x.get("decision_id") == did]
+    [record] = [x for x in _access_log(stack, did) if x.get("decision_id") == did]
     assert record["path"] == "/public/ping"
     assert "s3cr3t-in-a-query" not in stack.envoy_log()
     # The audit record keeps the query, its credential redacted.
@@ -245,13 +246,7 @@ def test_access_log_decision_id_from_metadata_on_allow(stack: EnvoyStack) -> Non
     r = stack.request("GET", "/public/ping")
     assert r.status == 200
     did = r.upstream_headers()["x-guardrail-decision-id"]
-    stack.request("GET", "/public/ping")
-    for _ in range(50):
-        if did in stack.envoy_log():
-            break
-        time.sleep(0.1)
-    records = [json.loads(x) for x in stack.envoy_log().splitlines() if x.startswith("{")]
-    [record] = [x for x in records if x.get("decision_id_upstream") == did]
+    [record] = [x for x in _access_log(stack, did) if x.get("decision_id_upstream") == did]
     assert record["decision_id"] == did
 
 
