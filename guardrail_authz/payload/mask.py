@@ -11,16 +11,18 @@ from typing import Any
 
 from guardrail_authz.payload.mask_detect import REDACTED, Scanner
 from guardrail_authz.payload.mask_path import (
+    FIELD,
     JsonPath,
     Slot,
-    dump_json,
+    dump,
+    finish,
     hides_ascii,
     leaves,
     load_json,
     number_text,
-    strings,
 )
 from guardrail_authz.payload.mask_style import mask_hash, partial
+from guardrail_authz.payload.mask_text import HitValues, SplitValues
 from guardrail_authz.policy.matchers import GlobSet
 
 __all__ = [
@@ -178,17 +180,17 @@ def _mask_body(
         return _skip("too_deep")
     except ValueError:  # JSONDecodeError, UnicodeDecodeError, huge integers, NaN/Infinity
         return _skip("malformed_json")
-    holder = doc.holder
     counts: dict[str, int] = {}
-    done = _apply_fields(holder, fields, key, counts)
-    if plan.scanner is not None and len(skip) < len(plan.detectors):
-        _apply_detectors(holder, plan.scanner, plan.detectors, skip, done, key, counts)
-    if not counts:
-        return MaskOutcome(None, counts)
+    _apply_fields(doc.holder, fields, key, counts, doc.mark)
     try:
-        out = dump_json(doc)
+        text, surrogates = dump(doc)
     except RecursionError:
         return _skip("too_deep")
+    if plan.scanner is not None and len(skip) < len(plan.detectors):
+        text = _apply_detectors(text, doc.mark, plan.scanner, plan.detectors, skip, key, counts)
+    if not counts:
+        return MaskOutcome(None, counts)
+    out = finish(doc, text, surrogates)
     if wbits:
         compressor = zlib.compressobj(_LEVEL, zlib.DEFLATED, wbits)
         out = compressor.compress(out) + compressor.flush()
@@ -197,7 +199,7 @@ def _mask_body(
 
 def _may_select(path: JsonPath, raw: bytes) -> bool:
     """False when the path needs a member name the JSON text does not hold."""
-    return path.hint is None or path.hint in raw
+    return all(hint in raw for hint in path.hints)
 
 
 def _skip(reason: str) -> MaskOutcome:
@@ -270,11 +272,13 @@ def _styler(style: Style, key: bytes) -> Callable[[str], str]:
 
 
 def _apply_fields(
-    holder: list[Any], fields: list[MaskRule], key: bytes, counts: dict[str, int]
-) -> set[tuple[int, Any]]:
+    holder: list[Any], fields: list[MaskRule], key: bytes, counts: dict[str, int], mark: str
+) -> None:
     """Mask what each path selects (numbers become strings); a value two rules select is
-    masked by the first. Returns the slots selected, which detectors then leave alone."""
+    masked by the first. Every value selected is written after `mark` + FIELD, so that the
+    detectors leave it alone (finish() drops the marks)."""
     done: set[tuple[int, Any]] = set()
+    marked = mark + FIELD.decode("ascii")
     for rule in fields:
         n = 0
         styled = _styler(rule.style, key)
@@ -293,46 +297,56 @@ def _apply_fields(
                 value = c[k]
                 new = styled(value if type(value) is str else number_text(value))
                 if new != value:
-                    c[k] = new
                     n += 1
+                c[k] = marked + new
         if n:
             counts[rule.label] = counts.get(rule.label, 0) + n
-    return done
 
 
 def _apply_detectors(
-    holder: list[Any],
+    data: bytes,
+    mark: str,
     scanner: Scanner,
     rules: tuple[MaskRule, ...],
     skip: frozenset[int],
-    done: set[tuple[int, Any]],
     key: bytes,
     counts: dict[str, int],
-) -> None:
-    """Scan every string value no field rule selected; replace only what was found."""
-    slots, texts = strings(holder, done)
-    hits = [0] * len(rules)
+) -> bytes:
+    """Scan every string value of the written document (`dump`) that no field rule selected;
+    replace only what was found. Returns the new text."""
+    hits = None
+    if not scanner.runs_custom(skip) and b'\\"' not in data:
+        hits = scanner.hits(data)
+    strings: HitValues | SplitValues
+    if hits is not None:
+        strings = HitValues(data, mark.encode("ascii"), hits)
+        found = scanner.find(strings.values, strings.flagged, skip)
+    else:  # custom detectors read every value; escaped quotes and floods need the split
+        strings = SplitValues(data, mark)
+        found = scanner.scan(strings.values, skip, strings.keep)
+    values = strings.values
+    hits_per_rule = [0] * len(rules)
     styled = [
         _detector_styler(rule.style, detector.normalise, key)
         for rule, detector in zip(rules, scanner.detectors, strict=True)
     ]
-    for index, spans in scanner.scan(texts, skip).items() if texts else ():
-        text = out = texts[index]
+    for index, spans in found.items():
+        value = out = values[index]
         for start, end, d, merged in reversed(spans):  # from the right: offsets stay valid
-            piece = text[start:end]
+            piece = value[start:end]
             if merged and rules[d].style.kind == "partial":  # overlaps: no telling which end
                 new = partial(piece, 0)
             else:
                 new = styled[d](piece)
             if new != piece:
                 out = out[:start] + new + out[end:]
-                hits[d] += 1
-        if out is not text:
-            container, slot = slots[index]
-            container[slot] = out
-    for rule, n in zip(rules, hits, strict=True):
+                hits_per_rule[d] += 1
+        if out is not value:
+            strings.replace(index, out)
+    for rule, n in zip(rules, hits_per_rule, strict=True):
         if n:
             counts[rule.label] = counts.get(rule.label, 0) + n
+    return strings.result()
 
 
 def _detector_styler(

@@ -365,27 +365,61 @@ class Scanner:
         return skip | frozenset(self._rule_detector)
 
     def scan(
-        self, values: Sequence[str], skip: frozenset[int] = frozenset()
+        self,
+        values: Sequence[str],
+        skip: frozenset[int] = frozenset(),
+        keep: Callable[[int], bool] | None = None,
     ) -> dict[int, list[Found]]:
         """Per value index, the non-overlapping (start, end, detector index, merged) found in
-        it, by start; the detectors in `skip` (indexes) do not run. Overlapping matches are
-        merged into one span (`merged` True)."""
-        found: dict[int, list[Found]] = {}
-        detectors = self.detectors
+        it, by start; the detectors in `skip` (indexes) do not run, and none runs on a value
+        whose index `keep` turns down. Overlapping matches are merged into one span (`merged`
+        True)."""
+        flagged: dict[int, set[int]] = {}  # detector index -> values its trigger fired in
         if self._matcher is not None:
             hits, _ = self._matcher.scan(values)
-            flagged: dict[int, set[int]] = {}  # detector index -> values its trigger fired in
             rule_detector, add = self._rule_detector, flagged.setdefault
             for value, rule in hits:
                 add(rule_detector[rule], set()).add(value)
-            for index, which in flagged.items():
-                if index not in skip:
-                    _find_joined(detectors[index].find, index, sorted(which), values, found)
-        for index in self._custom:
+        return self.find(values, flagged, skip, keep)
+
+    def runs_custom(self, skip: frozenset[int]) -> bool:
+        """True when a custom detector not in `skip` runs (it reads every value)."""
+        return any(i not in skip for i in self._custom)
+
+    def hits(self, data: bytes) -> list[int] | None:
+        """Where the built-ins' triggers fire in one buffer, packed as (end offset << 16 |
+        detector index); None when they flood it (too many to map one by one)."""
+        if self._matcher is None:
+            return []
+        found = self._matcher.matches(data)
+        if found is None:
+            return None
+        rule_detector = self._rule_detector
+        return [packed & ~0xFFFF | rule_detector[packed & 0xFFFF] for packed in found]
+
+    def find(
+        self,
+        values: Sequence[str],
+        flagged: dict[int, set[int]],
+        skip: frozenset[int] = frozenset(),
+        keep: Callable[[int], bool] | None = None,
+    ) -> dict[int, list[Found]]:
+        """scan, given which values each built-in's trigger fired in (`flagged`: detector
+        index -> value indexes): only those values meet that built-in's finder."""
+        found: dict[int, list[Found]] = {}
+        detectors = self.detectors
+        for index, which in flagged.items():
             if index not in skip:
-                find = detectors[index].find
-                for value, text in enumerate(values):
-                    for start, end in find(text):
+                chosen = sorted(which if keep is None else filter(keep, which))
+                if chosen:
+                    _find_joined(detectors[index].find, index, chosen, values, found)
+        custom = [i for i in self._custom if i not in skip]
+        if custom:
+            kept = range(len(values)) if keep is None else filter(keep, range(len(values)))
+            for value in kept:
+                text = values[value]
+                for index in custom:
+                    for start, end in detectors[index].find(text):
                         found.setdefault(value, []).append((start, end, index, False))
         for value, spans in found.items():
             if len(spans) > 1:

@@ -110,6 +110,23 @@ class Matcher:
         joined = SEPARATOR.join(values)
         data = joined.encode("ascii") if joined.isascii() else utf8(joined)
         nul_inside = data.count(b"\x00") != len(values) - 1
+        found = self.matches(data)
+        if found is None:
+            return self._each(values), nul_inside
+        if not found:
+            return [], nul_inside
+        if len(values) == 1:
+            return [(0, packed & 0xFFFF) for packed in found], nul_inside
+        if nul_inside:
+            return _by_lengths(values, found), True
+        return [(index, packed & 0xFFFF) for index, packed in sweep(data, found, b"\x00")], False
+
+    def matches(self, data: bytes) -> list[int] | None:
+        """Every match in one buffer, packed as (end offset << 16 | rule index), in the order
+        hyperscan reports them; None when they flood (MAX_MATCHES: scan then goes value by
+        value)."""
+        if self._db is None:
+            raise ValueError("a matcher built with joined=False scans values one by one")
         found: list[int] = []
         try:
             self._db.scan(
@@ -119,26 +136,8 @@ class Matcher:
                 scratch=self._scratch(self._db, "db"),
             )
         except hyperscan.ScanTerminated:
-            return self._each(values), nul_inside
-        if not found:
-            return [], nul_inside
-        if len(values) == 1:
-            return [(0, packed & 0xFFFF) for packed in found], nul_inside
-        if nul_inside:
-            return _by_lengths(values, found), True
-        # The value of a match is the number of separators before its last byte. Matches come
-        # by end offset, so one sweep of C-level counts maps them all (no per-value work).
-        found.sort()
-        where: list[tuple[int, int]] = []
-        index = pos = 0
-        count = data.count
-        for packed in found:
-            last = (packed >> 16) - 1
-            if last > pos:
-                index += count(b"\x00", pos, last)
-                pos = last
-            where.append((index, packed & 0xFFFF))
-        return where, nul_inside
+            return None
+        return found
 
     def _each(self, values: Sequence[str]) -> list[tuple[int, int]]:
         """Value by value with the single-match database: each rule once per value."""
@@ -174,6 +173,24 @@ class Matcher:
         except hyperscan.ScanTerminated:
             return True
         return False
+
+
+def sweep(data: bytes, found: list[int], separator: bytes) -> list[tuple[int, int]]:
+    """(piece index, packed match) for each match of `found` (packed, as matches() gives them;
+    sorted here, in place, by end offset): the piece is the number of separators before the
+    match's last byte. One sweep of C-level counts maps them all, no per-piece work. Matches
+    never hold a separator themselves."""
+    found.sort()
+    where: list[tuple[int, int]] = []
+    index = pos = 0
+    count = data.count
+    for packed in found:
+        last = (packed >> 16) - 1
+        if last > pos:
+            index += count(separator, pos, last)
+            pos = last
+        where.append((index, packed))
+    return where
 
 
 def _by_lengths(values: Sequence[str], found: list[int]) -> list[tuple[int, int]]:
