@@ -269,7 +269,7 @@ def test_paths_select_members_indexes_wildcards_and_descendants() -> None:
         "$.a.b.c": [],
     }
     for text, expected in cases.items():
-        doc_copy = load_json(json.dumps(doc))
+        doc_copy = load_json(json.dumps(doc).encode())
         got = [c[k] for c, k in parse_path(text).select(doc_copy.holder)]
         assert sorted(map(json.dumps, got)) == sorted(map(json.dumps, expected)), text
 

@@ -175,7 +175,7 @@ def _mask_body(
     if not fields and len(skip) == len(plan.detectors):
         return MaskOutcome(None, {})  # no rule can match anything here: not even parsed
     try:
-        doc = load_json(body.decode("utf-8"))
+        doc = load_json(body)
     except RecursionError:
         return _skip("too_deep")
     except ValueError:  # JSONDecodeError, UnicodeDecodeError, huge integers, NaN/Infinity
@@ -278,7 +278,7 @@ def _apply_fields(
     masked by the first. Every value selected is written after `mark` + FIELD, so that the
     detectors leave it alone (finish() drops the marks)."""
     done: set[tuple[int, Any]] = set()
-    marked = mark + FIELD.decode("ascii")
+    marked = mark + FIELD
     for rule in fields:
         n = 0
         styled = _styler(rule.style, key)

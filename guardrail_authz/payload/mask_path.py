@@ -9,9 +9,13 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
+
+from guardrail_authz.payload.detect.base import Action, Rule
+from guardrail_authz.payload.detect.matcher import Matcher
 
 MAX_STEPS = 32
 _NAME = re.compile(r"[A-Za-z_\u0080-\U0010ffff][\w\u0080-\U0010ffff-]*")
@@ -22,7 +26,22 @@ _ESCAPES = {"\\": "\\", "'": "'", '"': '"', "/": "/", "b": "\b", "f": "\f", "n":
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _ASCII_ESCAPE = re.compile(rb"\\u00[2-7][0-9A-Fa-f]")
 _PLACEHOLDER = re.compile(b'"(\x7f[0-9a-f]{16}):([0-9]+)\x7f"')  # a number to restore
-FIELD = b"|"  # after the mark: what follows is a value a field rule masked
+# Where a number may read back differently from how it is written, or orjson read it as a
+# float: an exponent, a fraction ending in 0 (1.10, not 1.0) or below 0.0001, 16 digits or
+# more with a point, an integer beyond 64 bits. A number starts after '[', ':', ',' or
+# white space; strings are searched too, where a match only costs the slower parse.
+_N = r"[\[:,\s]-?"
+_INEXACT = (
+    _N + r"[0-9]+(?:\.[0-9]+)?[eE]",
+    _N + r"[0-9]+\.[0-9]+0[^0-9]",
+    _N + r"0\.0000",
+    _N + r"[0-9]{20}|[\[:,\s]-[0-9]{19}",
+    _N
+    + r"(?:[0-9]{16,}\."
+    + "".join(f"|[0-9]{{{k}}}\\.[0-9]{{{16 - k}}}" for k in range(1, 16))
+    + ")",
+)
+FIELD = "|"  # after the mark: what follows is a value a field rule masked
 _NOT_ASCII = re.compile("[^\x00-\x7e]")  # what json.dumps(ensure_ascii=True) escapes
 Slot = tuple[Any, Any]  # (container, key): where a value sits, so that it can be replaced
 
@@ -217,8 +236,9 @@ def leaves(container: Any, key: Any) -> Iterator[Slot]:
 class Document:
     """A parsed body: `holder[0]` is the document (a one-item list, so the root has a slot)
     and `raw` the text of the numbers a float would have changed. `mark` starts every
-    placeholder and every value a field rule masked: a DEL (which no JSON writer escapes, so
-    the mark reads the same in the written text) and a random nonce no body can predict."""
+    placeholder and every value a field rule masked: a DEL (which neither orjson nor
+    json.dumps(ensure_ascii=False) escapes, so the mark reads the same in the written text)
+    and a random nonce no body can predict."""
 
     holder: list[Any]
     mark: str = field(default_factory=lambda: "\x7f" + secrets.token_hex(8))
@@ -233,10 +253,20 @@ class _RawNumber(str):
     text: str
 
 
-def load_json(text: str) -> Document:
-    """Parse JSON keeping every number's value exact; raises ValueError (malformed JSON, NaN or
-    Infinity, huge integers) or RecursionError (nesting deeper than Python recurses)."""
+def load_json(body: bytes) -> Document:
+    """Parse JSON keeping every number's value exact; raises ValueError (malformed JSON,
+    invalid UTF-8, NaN or Infinity, huge integers) or RecursionError (nesting deeper than
+    Python recurses). orjson parses it (twice as fast) when no number in it could read back
+    differently from how it is written; json, with a hook per number with a fraction or
+    exponent, parses the rest and judges what orjson refuses."""
     doc = Document([])
+    if body.lstrip()[:1] in (b"{", b"[") and not _inexact().matches_any(body, _EVERY):
+        try:
+            doc.holder.append(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            pass  # json says what is wrong, or reads it: lone surrogates, 1,024+ levels
+        else:
+            return doc
 
     def parse_float(number: str) -> Any:
         value = float(number)
@@ -248,8 +278,18 @@ def load_json(text: str) -> Document:
         doc.raw.append(number)
         return raw
 
+    text = body.decode("utf-8")
     doc.holder.append(json.loads(text, parse_float=parse_float, parse_constant=_not_json))
     return doc
+
+
+_EVERY = frozenset(range(len(_INEXACT)))
+
+
+@lru_cache(maxsize=1)
+def _inexact() -> Matcher:
+    rules = [Rule(f"inexact{i}", "", p, Action.HIT, False) for i, p in enumerate(_INEXACT)]
+    return Matcher(rules, joined=False)
 
 
 def _not_json(name: str) -> Any:
@@ -288,7 +328,7 @@ def finish(doc: Document, data: bytes, surrogates: bool) -> bytes:
     numbers restored as the body wrote them; a text still holding lone surrogates is
     written ASCII-escaped instead, as json.dumps(ensure_ascii=True) would."""
     mark = doc.mark.encode("ascii")
-    data = data.replace(mark + FIELD, b"")
+    data = data.replace(mark + FIELD.encode("ascii"), b"")
     if doc.raw:
 
         def restore(m: re.Match[bytes]) -> bytes:
