@@ -394,6 +394,8 @@ class Scanner:
         found = self._matcher.matches(data)
         if found is None:
             return None
+        if not self._custom:  # then rule i is detector i
+            return found
         rule_detector = self._rule_detector
         return [packed & ~0xFFFF | rule_detector[packed & 0xFFFF] for packed in found]
 

@@ -14,6 +14,7 @@ detectors (which read every value), escaped quotes and trigger floods."""
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 
 from guardrail_authz.payload.detect.matcher import sweep
 
@@ -21,9 +22,10 @@ _ERRORS = "surrogatepass"  # lone surrogates, which JSON escapes can carry, surv
 
 
 def _decoded(token: bytes) -> str:
-    """A string token's content (between its quotes) as the string it spells."""
-    text = token.decode("utf-8", _ERRORS)
-    return json.loads(f'"{text}"') if b"\\" in token else text
+    """A string token's content (between its quotes, holding escapes) as the string it
+    spells."""
+    text: str = json.loads(f'"{token.decode("utf-8", _ERRORS)}"')
+    return text
 
 
 def _encoded(new: str, escaped: bool) -> str:
@@ -44,10 +46,10 @@ class HitValues:
         """`hits` as Scanner.hits gives them for `data`."""
         self._data = data
         self.values: list[str] = []
-        self.flagged: dict[int, set[int]] = {}
+        self.flagged: dict[int, set[int]] = defaultdict(set)
         self._spans: list[tuple[int, int, bool]] = []  # per value: start, end, escaped
         self._new: list[tuple[int, int, bytes]] = []
-        add = self.flagged.setdefault
+        values, spans, flagged = self.values, self._spans, self.flagged
         rfind, find, at = data.rfind, data.find, data.startswith
         current = value = -1  # the piece of the last hit, and its value index (-1: none)
         # By end offset, the hits inside one string come one after another.
@@ -59,12 +61,15 @@ class HitValues:
                     start = rfind(b'"', 0, last) + 1
                     end = find(b'"', last) if not at(mark, start) else -1
                     if end >= 0 and not at(b":", end + 1):  # a value, not a key
-                        value = len(self.values)
+                        value = len(values)
                         token = data[start:end]
-                        self.values.append(_decoded(token))
-                        self._spans.append((start, end, b"\\" in token))
+                        escaped = b"\\" in token
+                        values.append(
+                            _decoded(token) if escaped else token.decode("utf-8", _ERRORS)
+                        )
+                        spans.append((start, end, escaped))
             if value >= 0:
-                add(packed & 0xFFFF, set()).add(value)
+                flagged[packed & 0xFFFF].add(value)
 
     def replace(self, index: int, new: str) -> None:
         """Write `new` in place of `values[index]`."""
