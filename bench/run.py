@@ -137,7 +137,7 @@ def _measure(args: argparse.Namespace, cores: Cores, load: h2load.Load) -> _Resu
         r.trace = tracingbench.run(load, args.rounds, cores)
     if not args.skip_masking:
         print("9. masking a 64 KB JSON response", flush=True)
-        r.mask = maskbench.run()
+        r.mask = maskbench.run_fresh()
     return r
 
 
