@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from guardrail_authz.payload import mask_path
 from guardrail_authz.payload.mask import MaskOutcome, MaskPlan, mask_body
 from guardrail_authz.payload.mask_detect import BUILTIN, Scanner
 from guardrail_authz.payload.mask_path import FIELD, dump, load_json, parse_path
@@ -168,3 +169,11 @@ def test_every_number_is_written_back_as_the_body_wrote_it(numbers: list[str]) -
     out = _run(PLAN, body).body
     expected = ",".join("0" if n == "-0" else n for n in numbers)  # -0 is the integer 0
     assert out == f'[{expected},"*@******e.com"]'.encode()
+
+
+def test_the_number_check_compiles_with_the_policy_not_on_the_first_body() -> None:
+    mask_path._inexact.cache_clear()
+    plan = plan_of("{detectors: [{detector: email}]}")
+    assert mask_path._inexact.cache_info().currsize == 1  # compiled by compile_mask
+    assert _run(plan, b'{"a": "x@example.com"}').body == b'{"a":"[redacted]"}'
+    assert mask_path._inexact.cache_info().misses == 1

@@ -286,6 +286,12 @@ def load_json(body: bytes) -> Document:
 _EVERY = frozenset(range(len(_INEXACT)))
 
 
+def prepare() -> None:
+    """Compile the number check load_json runs (~40 ms, once per process) now, while a policy
+    with a mask section loads, rather than on the first body."""
+    _inexact()
+
+
 @lru_cache(maxsize=1)
 def _inexact() -> Matcher:
     rules = [Rule(f"inexact{i}", "", p, Action.HIT, False) for i, p in enumerate(_INEXACT)]

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from guardrail_authz.payload.mask import Exemption, HeaderMaskRule, MaskPlan, MaskRule, Style
 from guardrail_authz.payload.mask_detect import Detector, Scanner, builtin, custom
-from guardrail_authz.payload.mask_path import PathError, parse_path
+from guardrail_authz.payload.mask_path import PathError, parse_path, prepare
 from guardrail_authz.policy.errors import ErrorSink
 from guardrail_authz.policy.matchers import GlobSet, compile_regex
 from guardrail_authz.policy.snapshot import CompiledPolicy
@@ -56,6 +56,8 @@ def compile_mask(
         rules.append(
             MaskRule(f"detector:{d.detector}", Style(d.style, d.keep), _exemption(d.exempt))
         )
+    if fields or rules:
+        prepare()
     return MaskPlan(
         response=spec.response,
         request=spec.request,
