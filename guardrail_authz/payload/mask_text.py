@@ -21,10 +21,10 @@ from guardrail_authz.payload.detect.matcher import sweep
 _ERRORS = "surrogatepass"  # lone surrogates, which JSON escapes can carry, survive the trip
 
 
-def _decoded(token: bytes) -> str:
-    """A string token's content (between its quotes, holding escapes) as the string it
+def _unescaped(content: str) -> str:
+    """A string's content as written between its quotes, escapes and all, as the string it
     spells."""
-    text: str = json.loads(f'"{token.decode("utf-8", _ERRORS)}"')
+    text: str = json.loads(f'"{content}"')
     return text
 
 
@@ -64,9 +64,8 @@ class HitValues:
                         value = len(values)
                         token = data[start:end]
                         escaped = b"\\" in token
-                        values.append(
-                            _decoded(token) if escaped else token.decode("utf-8", _ERRORS)
-                        )
+                        text = token.decode("utf-8", _ERRORS)
+                        values.append(_unescaped(text) if escaped else text)
                         spans.append((start, end, escaped))
             if value >= 0:
                 flagged[packed & 0xFFFF].add(value)
@@ -103,7 +102,7 @@ class SplitValues:
         self._changed = False
         self.values = raw
         if any("\\" in piece for piece in raw):  # escaped strings are scanned as they read
-            self.values = [json.loads(f'"{s}"') if "\\" in s else s for s in raw]
+            self.values = [_unescaped(s) if "\\" in s else s for s in raw]
 
     def keep(self, index: int) -> bool:
         """False for a key and for a value starting with the mark."""
