@@ -131,11 +131,12 @@ def run() -> dict[str, float]:
 
 
 def run_fresh() -> dict[str, float]:
-    """run() in a new interpreter (with this one's CPU affinity). After the other benchmarks
-    this process's heap holds their leftovers, and masking, which allocates a lot, ran up to
-    60% slower in it than in a fresh process. A process that loaded the 10,000-route set of
-    benchmark 3 and froze it out of the collector, as the server does after a load, masked
-    as fast as a fresh one (within 1%)."""
+    """run() in a new interpreter (with this one's CPU affinity), so that the figure does
+    not depend on what the other benchmarks left in this process: once, after benchmark 3,
+    masking the `mixed` body took 3.98 ms here and 2.88 ms in a fresh process. A process
+    holding the 10,000-route set frozen out of the collector, as the server does after a
+    load, masked within 1% of a fresh one; the larger slowdowns seen at the end of a full
+    run came from the machine itself (see bench/run.py)."""
     out = subprocess.run(
         [sys.executable, "-m", "bench.maskbench", "--json"],
         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
