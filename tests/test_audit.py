@@ -100,11 +100,67 @@ def test_in_a_loop_lines_are_batched_then_written(tmp_path: Path) -> None:
     assert asyncio.run(run()) == (0, 100, 101)
 
 
+def test_a_burst_is_written_once_it_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit, "QUIET", 0.5)  # wide margins: the machine may be slow
+    path = tmp_path / "a.log"
+
+    async def run() -> tuple[list[int], int]:
+        log = AuditLog(path, flush_interval=30)
+        seen = []
+        for _ in range(8):  # 0.1 s apart: longer than QUIET, but never quiet for QUIET
+            log.record(_decision(), _view(), 0.001)
+            await asyncio.sleep(0.1)
+            seen.append(len(_decision_lines(path)))
+        for _ in range(100):  # then quiet: written QUIET after the last one
+            await asyncio.sleep(0.05)
+            if _decision_lines(path):
+                break
+        written = len(_decision_lines(path))
+        log.close()
+        return seen, written
+
+    assert asyncio.run(run()) == ([0] * 8, 8)
+
+
+def test_a_steady_stream_is_written_at_the_interval_at_the_latest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit, "QUIET", 10.0)  # never quiet long enough
+    path = tmp_path / "a.log"
+
+    async def run() -> int:
+        log = AuditLog(path, flush_interval=0.1)
+        for _ in range(100):  # a decision every 10 ms for a second or more
+            log.record(_decision(), _view(), 0.001)
+            await asyncio.sleep(0.01)
+        during = len(_decision_lines(path))
+        log.close()
+        return during
+
+    assert asyncio.run(run()) >= 50  # what is at most 0.1 s old may still be queued
+
+
+def test_lines_are_ascii_whichever_encoder_writes_them() -> None:
+    view = _view("/caf\u00e9?q=\u2603")
+    view.headers = {"x-name": "Zo\u00eb \u2603", "x-del": "a\x7fb", "x-odd": "\ud800"}
+    line = render(_decision(), view, 0.0, "t")
+    assert line.isascii()
+    assert "\\u00e9" in line  # escaped by the C encoder, which orjson hands non-ASCII to
+    assert "\\u007f" in line
+    record = json.loads(line)
+    assert record["path"] == "/caf\u00e9"
+    assert record["headers"] == view.headers
+    plain = json.loads(render(_decision(), _view("/plain"), 0.0, "t"))
+    assert audit._ascii(plain) == audit.encode(plain)  # orjson writes what the C encoder does
+
+
 def test_a_record_that_cannot_render_keeps_the_rest_of_its_batch(tmp_path: Path) -> None:
     path = tmp_path / "a.log"
     bad = _decision()
     bad.decision_id = "d-bad"
-    bad.reasons.append(None)  # type: ignore[arg-type]  # as a bug upstream of the audit would
+    bad.reasons.append(object())  # type: ignore[arg-type]  # as a bug upstream of the audit would
 
     async def run() -> None:
         log = AuditLog(path, flush_interval=60)

@@ -8,20 +8,20 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from guardrail_authz.cpuload import SATURATED, CpuLoad
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_WAIT = 0.001  # seconds a busy server waits to fill a batch
 DEFAULT_MAX = 32  # a batch this large is decided at once
 PROBE_EVERY = 256  # while waits do not pay, try one anyway this often
-WINDOW = 0.05  # seconds over which the process's CPU use is measured
-SATURATED = 0.75  # CPU share above which the process counts as busy
 
 
 class Batcher(Generic[T, R]):
     """Queues items and hands them to `process` in batches.
 
-    Idle (the process used less than SATURATED of a CPU over the last WINDOW, or the
+    Idle (the process used less than SATURATED of a CPU lately, cpuload.py, or the
     previous item arrived more than `wait` ago): an item is processed at the end of the
     current event-loop turn, adding no latency. Busy (CPU-bound: calls queue up anyway): the
     first item of a batch waits up to `wait` seconds, or until `max_size` items are queued,
@@ -45,12 +45,10 @@ class Batcher(Generic[T, R]):
         self._process = process
         self._wait = wait
         self._max = max_size
-        self._cpu_share = cpu_share
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._last = 0.0
-        self._window = (time.perf_counter(), time.process_time())
-        self._saturated = cpu_share <= 0
+        self._load = CpuLoad(cpu_share)
         self._gain = 2.0  # moving average of the items a timed wait collected
         self._probe = PROBE_EVERY
         self._timed = False
@@ -65,12 +63,9 @@ class Batcher(Generic[T, R]):
         queue.append((item, fut))
         now = time.perf_counter()
         busy, self._last = now - self._last < self._wait, now
-        if now - self._window[0] >= WINDOW:
-            cpu = time.process_time()
-            self._saturated = cpu - self._window[1] >= self._cpu_share * (now - self._window[0])
-            self._window = (now, cpu)
+        saturated = self._load.busy(now)
         if len(queue) == 1:
-            if busy and self._saturated and self._pays():
+            if busy and saturated and self._pays():
                 self._timed = True
                 self._timer = loop.call_later(self._wait, self.drain)
             else:
