@@ -23,7 +23,7 @@ from guardrail_authz.audit_chain import (
     DEFAULT_KEEP,
     ChainedOutput,
 )
-from guardrail_authz.cpuload import CpuLoad
+from guardrail_authz.cpuload import SATURATED, CpuLoad
 from guardrail_authz.engine.decision import DECISION_ID_HEADER, Decision
 from guardrail_authz.engine.request import RequestView
 from guardrail_authz.policy.compile import ALWAYS_SECRET_HEADERS
@@ -316,6 +316,7 @@ class AuditLog:
         key: bytes | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        cpu_share: float = SATURATED,
     ) -> None:
         self._interval = flush_interval
         self._queued: list[tuple[Decision, RequestView | None, float, float]] = []
@@ -323,7 +324,7 @@ class AuditLog:
         self._last = 0.0  # time.perf_counter() of the last decision recorded
         self._due = 0.0  # when the unwritten decisions must be written at the latest
         self._clock = _Clock()
-        self._load = CpuLoad()
+        self._load = CpuLoad(cpu_share)  # above this share of a CPU, batches wait the interval
         self._secrets = DEFAULT_SECRETS
         # Told (seconds per record, records) after each batch is rendered and written; the
         # server observes it as the `audit` stage of guardrail_stage_seconds.

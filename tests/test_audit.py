@@ -142,6 +142,28 @@ def test_a_steady_stream_is_written_at_the_interval_at_the_latest(
     assert asyncio.run(run()) >= 50  # what is at most 0.1 s old may still be queued
 
 
+def test_a_cpu_bound_process_writes_at_the_interval_even_when_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit, "QUIET", 0.01)
+    path = tmp_path / "a.log"
+
+    async def run() -> tuple[int, int]:
+        log = AuditLog(path, flush_interval=1.0, cpu_share=0)  # share 0: always CPU-bound
+        log.record(_decision(), _view(), 0.001)
+        await asyncio.sleep(0.3)  # quiet for 30 times QUIET: batches still wait the interval
+        early = len(_decision_lines(path))
+        for _ in range(60):
+            await asyncio.sleep(0.05)
+            if _decision_lines(path):
+                break
+        written = len(_decision_lines(path))
+        log.close()
+        return early, written
+
+    assert asyncio.run(run()) == (0, 1)
+
+
 def test_lines_are_ascii_whichever_encoder_writes_them() -> None:
     view = _view("/caf\u00e9?q=\u2603")
     view.headers = {"x-name": "Zo\u00eb \u2603", "x-del": "a\x7fb", "x-odd": "\ud800"}
