@@ -100,6 +100,15 @@ def test_in_a_loop_lines_are_batched_then_written(tmp_path: Path) -> None:
     assert asyncio.run(run()) == (0, 100, 101)
 
 
+async def _written_within(path: Path, seconds: float) -> int:
+    """How many decision lines the log holds once it holds any, or after `seconds`."""
+    for _ in range(int(seconds / 0.05)):
+        if _decision_lines(path):
+            break
+        await asyncio.sleep(0.05)
+    return len(_decision_lines(path))
+
+
 def test_a_burst_is_written_once_it_is_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,11 +122,7 @@ def test_a_burst_is_written_once_it_is_over(
             log.record(_decision(), _view(), 0.001)
             await asyncio.sleep(0.1)
             seen.append(len(_decision_lines(path)))
-        for _ in range(100):  # then quiet: written QUIET after the last one
-            await asyncio.sleep(0.05)
-            if _decision_lines(path):
-                break
-        written = len(_decision_lines(path))
+        written = await _written_within(path, 5.0)  # then quiet: written QUIET after the last
         log.close()
         return seen, written
 
@@ -153,11 +158,7 @@ def test_a_cpu_bound_process_writes_at_the_interval_even_when_quiet(
         log.record(_decision(), _view(), 0.001)
         await asyncio.sleep(0.3)  # quiet for 30 times QUIET: batches still wait the interval
         early = len(_decision_lines(path))
-        for _ in range(60):
-            await asyncio.sleep(0.05)
-            if _decision_lines(path):
-                break
-        written = len(_decision_lines(path))
+        written = await _written_within(path, 3.0)
         log.close()
         return early, written
 
