@@ -357,7 +357,7 @@ class Scanner:
         built-in next to one that fires costs nothing, and the raw scan stops at the first
         trigger that fires. The caller has checked that `raw` spells no ASCII character as an
         escape (hides_ascii: \\u0040 is '@'), else what the raw bytes lack proves nothing."""
-        if any(i not in skip for i in self._custom) or self._matcher is None:
+        if self.runs_custom(skip) or self._matcher is None:
             return skip
         wanted = frozenset(r for r, i in enumerate(self._rule_detector) if i not in skip)
         if self._matcher.matches_any(raw, wanted):
