@@ -14,9 +14,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 # Seconds a busy server waits to fill a batch. 2 ms rather than 1: through Envoy at saturation
-# (one connection carrying the Checks) it cut the server's CPU per Check by 10-17% and raised
-# req/s by 4-10% (median of 8-12 alternating rounds, three runs); at a fixed moderate rate the
-# server is not CPU-bound and never waits (docs/benchmarks.md).
+# (one connection carrying the Checks) it raised req/s by 4-10% and cut the server's CPU per
+# Check by 2-17% (three runs of 8-12 alternating rounds, docs/benchmarks.md section 4); at a
+# fixed moderate rate the server is not CPU-bound and never waits.
 DEFAULT_WAIT = 0.002
 DEFAULT_MAX = 32  # a batch this large is decided at once
 PROBE_EVERY = 256  # while waits do not pay, try one anyway this often
