@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from isal import isal_zlib
+
 from guardrail_authz.payload.mask_detect import REDACTED, Scanner
 from guardrail_authz.payload.mask_path import (
     FIELD,
@@ -33,7 +35,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STYLES = ("redact", "partial", "hash")
-_LEVEL = 6  # zlib's default: a masked body is re-compressed about as small as it came
+# ISA-L's deflate (isal) at its default level 2: a 64 KB JSON page in 0.09 ms and 19% larger
+# than zlib level 6 makes it, which took 1.1 ms (docs/masking.md); it inflates 3x faster too.
+_LEVEL = 2
+_ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]  # stub: an instance
+_ZLIB_ERRORS = (zlib.error, _ISAL_ERROR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +198,7 @@ def _mask_body(
         return MaskOutcome(None, counts)
     out = finish(doc, text, surrogates)
     if wbits:
-        compressor = zlib.compressobj(_LEVEL, zlib.DEFLATED, wbits)
+        compressor = isal_zlib.compressobj(_LEVEL, isal_zlib.DEFLATED, wbits)
         out = compressor.compress(out) + compressor.flush()
     return MaskOutcome(out, counts)
 
@@ -236,7 +242,7 @@ def _inflate(data: bytes, wbits: int, limit: int) -> tuple[bytes, int] | str:
             return _inflate_with(data, bits, limit), bits
         except _TooLargeError:
             return "too_large"
-        except zlib.error:
+        except _ZLIB_ERRORS:
             continue
     return "bad_encoding"
 
@@ -245,7 +251,7 @@ def _inflate_with(data: bytes, wbits: int, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:  # one round per gzip member (concatenated members are one body)
-        inflater = zlib.decompressobj(wbits)
+        inflater = isal_zlib.decompressobj(wbits)
         chunk = inflater.decompress(data, limit + 1 - size)
         size += len(chunk)
         chunks.append(chunk)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from guardrail_authz.payload.detect.matcher import sweep
-
 _ERRORS = "surrogatepass"  # lone surrogates, which JSON escapes can carry, survive the trip
 
 
@@ -50,23 +48,25 @@ class HitValues:
         self._spans: list[tuple[int, int, bool]] = []  # per value: start, end, escaped
         self._new: list[tuple[int, int, bytes]] = []
         values, spans, flagged = self.values, self._spans, self.flagged
-        rfind, find, at = data.rfind, data.find, data.startswith
-        current = value = -1  # the piece of the last hit, and its value index (-1: none)
-        # By end offset, the hits inside one string come one after another.
-        for piece, packed in sweep(data, hits, b'"'):
-            if piece != current:
-                current, value = piece, -1
-                if piece & 1:  # inside a string (else between strings: a number, say)
-                    last = (packed >> 16) - 1  # a byte of the match
-                    start = rfind(b'"', 0, last) + 1
-                    end = find(b'"', last) if not at(mark, start) else -1
-                    if end >= 0 and not at(b":", end + 1):  # a value, not a key
-                        value = len(values)
-                        token = data[start:end]
-                        escaped = b"\\" in token
-                        text = token.decode("utf-8", _ERRORS)
-                        values.append(_unescaped(text) if escaped else text)
-                        spans.append((start, end, escaped))
+        rfind, find, at, count = data.rfind, data.find, data.startswith, data.count
+        hits.sort()  # by end offset: the hits inside one string come one after another
+        pos = quotes = 0  # quotes counted before pos (odd: pos is inside a string)
+        low = high = value = -1  # the piece of the last hit (low..high) and its value index
+        for packed in hits:
+            last = (packed >> 16) - 1  # a byte of the match
+            if not low <= last < high:  # another piece than the last hit's
+                quotes += count(b'"', pos, last)
+                pos = last
+                low, high, value = rfind(b'"', 0, last) + 1, find(b'"', last), -1
+                if high < 0:
+                    high = len(data)
+                elif quotes & 1 and not at(mark, low) and not at(b":", high + 1):
+                    value = len(values)  # a string value (not a key, not marked)
+                    token = data[low:high]
+                    escaped = b"\\" in token
+                    text = token.decode("utf-8", _ERRORS)
+                    values.append(_unescaped(text) if escaped else text)
+                    spans.append((low, high, escaped))
             if value >= 0:
                 flagged[packed & 0xFFFF].add(value)
 
