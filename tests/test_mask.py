@@ -305,6 +305,16 @@ def test_nested_selections_mask_once_and_the_first_rule_wins() -> None:
     assert out.counts == {"field:$..a": 2, "detector:ssn": 1}
 
 
+def test_one_descendant_rule_masks_a_value_it_reaches_twice_once() -> None:
+    # `$..a` selects the outer "a" (every string inside it) and the inner "a" itself
+    plan = plan_of("{fields: [{path: '$..a', style: hash}]}")
+    out = run(plan, {"a": {"a": "secret", "b": ["x"]}})
+    assert json.loads(out.body or b"") == {
+        "a": {"a": mask_hash(KEY, "secret"), "b": [mask_hash(KEY, "x")]}
+    }
+    assert out.counts == {"field:$..a": 2}
+
+
 # -- exemptions ---------------------------------------------------------------------------
 
 

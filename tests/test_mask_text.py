@@ -49,6 +49,32 @@ def test_the_strings_a_trigger_fired_in_mask_as_the_whole_split_text_does(doc: A
     assert _run(PLAN, body) == _run(_split_always(PLAN), body)
 
 
+def test_a_value_holding_a_nul_is_masked_and_so_are_the_others_of_its_detector() -> None:
+    # "a" and "c" hold cards only (masked in one pass over the values joined by NUL, which
+    # "a"'s own NUL would throw out of step: they go value by value instead); "b" holds a card
+    # and an address, which the card and e-mail triggers share.
+    body = json.dumps({
+        "a": "4111 1111 1111 1111\u0000", "b": "5500-0000-0000-0004 x@example.com",
+        "c": "card 378282246310005",
+    }).encode()  # fmt: skip
+    out = _run(PLAN, body)
+    assert out == _run(_split_always(PLAN), body)
+    assert out.counts == {"detector:card": 3, "detector:email": 1}
+    assert out.body == (
+        b'{"a":"**** **** **** 1111\\u0000","b":"****-****-****-0004 *@******e.com",'
+        b'"c":"card ***********0005"}'
+    )
+
+
+def test_overlapping_matches_of_one_detector_are_merged_as_in_the_split_text() -> None:
+    # two addresses sharing "x.comx'q" (the first one's domain, the second one's local part)
+    body = json.dumps({"a": "mail ann@x.comx'q@e.org now", "b": "bob@example.com"}).encode()
+    out = _run(PLAN, body)
+    assert out == _run(_split_always(PLAN), body)
+    assert out.body == b'{"a":"mail ***@*.****\'*@*.*** now","b":"***@******e.com"}'
+    assert out.counts == {"detector:email": 2}
+
+
 def test_keys_are_never_masked() -> None:
     body = (
         b'{"x@example.com": "x@example.com", "4111 1111 1111 1111": {"n": "+44 20 7946 0958"},'

@@ -23,7 +23,7 @@ from guardrail_authz.payload.mask_path import (
     load_json,
     number_text,
 )
-from guardrail_authz.payload.mask_style import mask_hash, partial
+from guardrail_authz.payload.mask_style import keeping, mask_hash, partial
 from guardrail_authz.payload.mask_text import HitValues, SplitValues
 from guardrail_authz.policy.matchers import GlobSet
 
@@ -272,8 +272,7 @@ def _styler(style: Style, key: bytes) -> Callable[[str], str]:
     if style.kind == "redact":
         return lambda _text: REDACTED
     if style.kind == "partial":
-        keep = style.keep
-        return lambda text: partial(text, keep)
+        return keeping(style.keep)
     return lambda text: mask_hash(key, text)
 
 
@@ -283,7 +282,13 @@ def _apply_fields(
     """Mask what each path selects (numbers become strings); a value two rules select is
     masked by the first. Every value selected is written after `mark` + FIELD, so that the
     detectors leave it alone (finish() drops the marks)."""
+    # The values already masked, when one could be reached twice: by two rules, or by one
+    # with a descendant step (`$..a` selects an `a` inside another `a`). Other paths select
+    # values at one depth, each once.
     done: set[tuple[int, Any]] = set()
+    several = len(fields) > 1 or any(
+        step.descendant for rule in fields if rule.path is not None for step in rule.path.steps
+    )
     marked = mark + FIELD
     for rule in fields:
         n = 0
@@ -297,9 +302,10 @@ def _apply_fields(
             else:
                 spots = ((container, slot),)
             for c, k in spots:
-                if (id(c), k) in done:
-                    continue
-                done.add((id(c), k))
+                if several:
+                    if (id(c), k) in done:
+                        continue
+                    done.add((id(c), k))
                 value = c[k]
                 new = styled(value if type(value) is str else number_text(value))
                 if new != value:
@@ -323,19 +329,26 @@ def _apply_detectors(
     hits = None
     if not scanner.runs_custom(skip) and b'\\"' not in data:
         hits = scanner.hits(data)
-    strings: HitValues | SplitValues
-    if hits is not None:
-        strings = HitValues(data, mark.encode("ascii"), hits)
-        found = scanner.find(strings.values, strings.flagged, skip)
-    else:  # custom detectors read every value; escaped quotes and floods need the split
-        strings = SplitValues(data, mark)
-        found = scanner.scan(strings.values, skip, strings.keep)
-    values = strings.values
     hits_per_rule = [0] * len(rules)
     styled = [
         _detector_styler(rule.style, detector.normalise, key)
         for rule, detector in zip(rules, scanner.detectors, strict=True)
     ]
+    strings: HitValues | SplitValues
+    if hits is not None:
+        strings = HitValues(data, mark.encode("ascii"), hits)
+        alone, shared = strings.alone(skip)
+        for d, which in alone.items():  # no other detector to overlap with: masked in one go
+            n = strings.mask_joined(which, scanner.detectors[d].find, styled[d])
+            if n is None:  # overlaps, or a value holding a NUL: value by value, as the shared
+                shared[d] = shared.get(d, set()) | set(which)
+            else:
+                hits_per_rule[d] += n
+        found = scanner.find(strings.values, shared, skip)
+    else:  # custom detectors read every value; escaped quotes and floods need the split
+        strings = SplitValues(data, mark)
+        found = scanner.scan(strings.values, skip, strings.keep)
+    values = strings.values
     for index, spans in found.items():
         value = out = values[index]
         for start, end, d, merged in reversed(spans):  # from the right: offsets stay valid

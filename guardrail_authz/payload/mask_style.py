@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Callable
 
@@ -28,13 +29,27 @@ def partial(text: str, keep: int) -> str:
     """Replace letters and digits with '*' except the last `keep` of them, never more than half
     (a 4-digit PIN keeps 2); other characters (spaces, dashes, '@') stay. A '*' counts as a
     masked letter, so masking the output again changes nothing."""
+    return _partial(keep, text)
+
+
+def keeping(keep: int) -> Callable[[str], str]:
+    """The partial style with `keep` bound: a rule calls it once per value, with no frame of
+    its own around partial's."""
+    return functools.partial(_partial, keep)
+
+
+def _partial(keep: int, text: str) -> str:
     if not text.isascii():
         return _partial_unicode(text, keep)
     # As bytes: a byte table translates in C (str.translate with a dict looks up each char).
     starred = text.encode("ascii").translate(_TO_STAR)
-    k = min(keep, starred.count(42) // 2)  # 42: '*', what every maskable became
+    n = starred.count(42)  # 42: '*', what every maskable became
+    k = keep if n >= 2 * keep else n // 2
     if not k:
         return starred.decode("ascii")
+    rest = text[-k:]
+    if rest.isalnum():  # the usual end (digits, letters): the rest is the last k characters
+        return starred[:-k].decode("ascii") + rest
     cut = len(starred.rsplit(b"*", k)[0])  # the k-th maskable from the end starts the rest
     return starred[:cut].decode("ascii") + text[cut:]
 

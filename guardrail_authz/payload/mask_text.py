@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
+
+from guardrail_authz.payload.detect.matcher import SEPARATOR
+
+Finder = Callable[[str], list[tuple[int, int]]]  # as mask_detect.Finder
 
 _ERRORS = "surrogatepass"  # lone surrogates, which JSON escapes can carry, survive the trip
 
@@ -50,6 +55,7 @@ class HitValues:
         values, spans, flagged = self.values, self._spans, self.flagged
         rfind, find, at, count = data.rfind, data.find, data.startswith, data.count
         hits.sort()  # by end offset: the hits inside one string come one after another
+        backslash = b"\\" in data  # else no string in it is escaped
         pos = quotes = 0  # quotes counted before pos (odd: pos is inside a string)
         low = high = value = -1  # the piece of the last hit (low..high) and its value index
         for packed in hits:
@@ -63,12 +69,59 @@ class HitValues:
                 elif quotes & 1 and not at(mark, low) and not at(b":", high + 1):
                     value = len(values)  # a string value (not a key, not marked)
                     token = data[low:high]
-                    escaped = b"\\" in token
+                    escaped = backslash and b"\\" in token
                     text = token.decode("utf-8", _ERRORS)
                     values.append(_unescaped(text) if escaped else text)
                     spans.append((low, high, escaped))
             if value >= 0:
                 flagged[packed & 0xFFFF].add(value)
+
+    def alone(self, skip: frozenset[int]) -> tuple[dict[int, list[int]], dict[int, set[int]]]:
+        """`flagged` without the detectors in `skip`, split in two: per detector, the values
+        (sorted) no other detector's trigger fired in, and `flagged` for the others."""
+        shared: set[int] = set()
+        seen: set[int] = set()
+        chosen = [(d, which) for d, which in self.flagged.items() if d not in skip]
+        for _, which in chosen:
+            shared |= seen & which
+            seen |= which
+        if not shared:
+            return {d: sorted(which) for d, which in chosen}, {}
+        alone = {d: sorted(which - shared) for d, which in chosen}
+        return {d: w for d, w in alone.items() if w}, {d: which & shared for d, which in chosen}
+
+    def mask_joined(
+        self, which: list[int], find: Finder, styled: Callable[[str], str]
+    ) -> int | None:
+        """Mask what `find` finds in the values `which`, styled, in one pass over them joined
+        by NUL (as Scanner.find runs a built-in), and return how many matches changed. None
+        (nothing masked) when the matches overlap (Scanner.find merges them) or a value holds
+        a NUL itself (no built-in matches one, so the masked text then splits into more pieces
+        than there are values). Only for values no other detector looks at."""
+        values = self.values
+        joined = SEPARATOR.join([values[v] for v in which])
+        parts: list[str] = []
+        pos = changed = last = 0
+        for start, end in find(joined):
+            if start < last:  # overlapping matches (e-mail): Scanner.find merges them
+                return None
+            last = end
+            piece = joined[start:end]
+            new = styled(piece)
+            if new != piece:
+                parts += (joined[pos:start], new)
+                pos = end
+                changed += 1
+        if not changed:
+            return 0
+        parts.append(joined[pos:])
+        news = "".join(parts).split(SEPARATOR)
+        if len(news) != len(which):
+            return None
+        for v, new in zip(which, news, strict=True):
+            if new != values[v]:
+                self.replace(v, new)
+        return changed
 
     def replace(self, index: int, new: str) -> None:
         """Write `new` in place of `values[index]`."""
