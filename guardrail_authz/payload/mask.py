@@ -344,11 +344,12 @@ def _apply_detectors(
                 shared[d] = shared.get(d, set()) | set(which)
             else:
                 hits_per_rule[d] += n
-        found = scanner.find(strings.values, shared, skip)
+        values = strings.texts(set().union(*shared.values())) if shared else []
+        found = scanner.find(values, shared, skip)
     else:  # custom detectors read every value; escaped quotes and floods need the split
         strings = SplitValues(data, mark)
-        found = scanner.scan(strings.values, skip, strings.keep)
-    values = strings.values
+        values = strings.values
+        found = scanner.scan(values, skip, strings.keep)
     for index, spans in found.items():
         value = out = values[index]
         for start, end, d, merged in reversed(spans):  # from the right: offsets stay valid

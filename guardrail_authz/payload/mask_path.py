@@ -28,18 +28,17 @@ _ASCII_ESCAPE = re.compile(rb"\\u00[2-7][0-9A-Fa-f]")
 _PLACEHOLDER = re.compile(b'"(\x7f[0-9a-f]{16}):([0-9]+)\x7f"')  # a number to restore
 # Where a number may read back differently from how it is written, or orjson read it as a
 # float: an exponent, a fraction ending in 0 (1.10, not 1.0) or below 0.0001, 16 digits or
-# more with a point, an integer beyond 64 bits. A number starts after '[', ':', ',' or
-# white space; strings are searched too, where a match only costs the slower parse.
+# more with a point (17 digits and points in a row: integers of 17 to 19 digits take the
+# slower parse too, and the check runs a fifth faster than with the point placed), an
+# integer beyond 64 bits. A number starts after '[', ':', ',' or white space; strings are
+# searched too, where a match only costs the slower parse.
 _N = r"[\[:,\s]-?"
 _INEXACT = (
     _N + r"[0-9]+(?:\.[0-9]+)?[eE]",
     _N + r"[0-9]+\.[0-9]+0[^0-9]",
     _N + r"0\.0000",
     _N + r"[0-9]{20}|[\[:,\s]-[0-9]{19}",
-    _N
-    + r"(?:[0-9]{16,}\."
-    + "".join(f"|[0-9]{{{k}}}\\.[0-9]{{{16 - k}}}" for k in range(1, 16))
-    + ")",
+    _N + r"[0-9.]{17}",
 )
 FIELD = "|"  # after the mark: what follows is a value a field rule masked
 _NOT_ASCII = re.compile("[^\x00-\x7e]")  # what json.dumps(ensure_ascii=True) escapes

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable
-
-from guardrail_authz.payload.detect.matcher import SEPARATOR
+from collections.abc import Callable, Iterable
 
 Finder = Callable[[str], list[tuple[int, int]]]  # as mask_detect.Finder
 
@@ -38,21 +36,23 @@ def _encoded(new: str, escaped: bool) -> str:
 
 
 class HitValues:
-    """The string values a built-in trigger fired in: `values[i]` unescaped, and `flagged`
-    (detector index -> value indexes) for Scanner.find. Keys and values starting with `mark`
-    (placeholders, values a field rule masked) are left out. The text must hold no escaped
-    quote (then a quote before or after an offset inside a string delimits it)."""
+    """The string values a built-in trigger fired in, located in the text (`values[i]`, read
+    out and unescaped only when asked for), and `flagged` (detector index -> value indexes)
+    for Scanner.find. Keys and values starting with `mark` (placeholders, values a field rule
+    masked) are left out. The text must hold no escaped quote (then a quote before or after
+    an offset inside a string delimits it)."""
 
-    __slots__ = ("_data", "_new", "_spans", "flagged", "values")
+    __slots__ = ("_data", "_escaped", "_new", "_spans", "_values", "flagged")
 
     def __init__(self, data: bytes, mark: bytes, hits: list[int]) -> None:
         """`hits` as Scanner.hits gives them for `data`."""
         self._data = data
-        self.values: list[str] = []
         self.flagged: dict[int, set[int]] = defaultdict(set)
         self._spans: list[tuple[int, int, bool]] = []  # per value: start, end, escaped
+        self._escaped: set[int] = set()
         self._new: list[tuple[int, int, bytes]] = []
-        values, spans, flagged = self.values, self._spans, self.flagged
+        self._values: list[str] = []  # read out so far ("": not yet)
+        spans, flagged = self._spans, self.flagged
         rfind, find, at, count = data.rfind, data.find, data.startswith, data.count
         hits.sort()  # by end offset: the hits inside one string come one after another
         backslash = b"\\" in data  # else no string in it is escaped
@@ -67,19 +67,36 @@ class HitValues:
                 if high < 0:
                     high = len(data)
                 elif quotes & 1 and not at(mark, low) and not at(b":", high + 1):
-                    value = len(values)  # a string value (not a key, not marked)
-                    token = data[low:high]
-                    escaped = backslash and b"\\" in token
-                    text = token.decode("utf-8", _ERRORS)
-                    values.append(_unescaped(text) if escaped else text)
+                    value = len(spans)  # a string value (not a key, not marked)
+                    escaped = backslash and data.find(b"\\", low, high) >= 0
+                    if escaped:
+                        self._escaped.add(value)
                     spans.append((low, high, escaped))
             if value >= 0:
                 flagged[packed & 0xFFFF].add(value)
 
+    @property
+    def values(self) -> list[str]:
+        """Every value, read out."""
+        return self.texts(range(len(self._spans)))
+
+    def texts(self, indexes: Iterable[int]) -> list[str]:
+        """The values, with those of `indexes` read out and unescaped (others may be "")."""
+        values, spans, data = self._values, self._spans, self._data
+        if not values:
+            values += [""] * len(spans)
+        for i in indexes:
+            if not values[i]:
+                start, end, escaped = spans[i]
+                text = data[start:end].decode("utf-8", _ERRORS)
+                values[i] = _unescaped(text) if escaped else text
+        return values
+
     def alone(self, skip: frozenset[int]) -> tuple[dict[int, list[int]], dict[int, set[int]]]:
         """`flagged` without the detectors in `skip`, split in two: per detector, the values
-        (sorted) no other detector's trigger fired in, and `flagged` for the others."""
-        shared: set[int] = set()
+        (sorted) no other detector's trigger fired in and that hold no escape, and `flagged`
+        for the others."""
+        shared: set[int] = set(self._escaped)
         seen: set[int] = set()
         chosen = [(d, which) for d, which in self.flagged.items() if d not in skip]
         for _, which in chosen:
@@ -93,13 +110,15 @@ class HitValues:
     def mask_joined(
         self, which: list[int], find: Finder, styled: Callable[[str], str]
     ) -> int | None:
-        """Mask what `find` finds in the values `which`, styled, in one pass over them joined
-        by NUL (as Scanner.find runs a built-in), and return how many matches changed. None
-        (nothing masked) when the matches overlap (Scanner.find merges them) or a value holds
-        a NUL itself (no built-in matches one, so the masked text then splits into more pieces
-        than there are values). Only for values no other detector looks at."""
-        values = self.values
-        joined = SEPARATOR.join([values[v] for v in which])
+        """Mask what `find` finds in the values `which` (none escaped), styled, in one pass
+        over them joined by NUL (as Scanner.find runs a built-in), read out of the text and
+        written back in one piece each way; return how many matches changed. None (nothing
+        masked) when the matches overlap (Scanner.find merges them) or the masked text splits
+        into more pieces than there are values (a NUL in a match: no built-in matches one).
+        Only for values no other detector looks at."""
+        data, spans = self._data, self._spans
+        raw = b"\0".join([data[spans[v][0] : spans[v][1]] for v in which])
+        joined = raw.decode("utf-8", _ERRORS)
         parts: list[str] = []
         pos = changed = last = 0
         for start, end in find(joined):
@@ -115,12 +134,14 @@ class HitValues:
         if not changed:
             return 0
         parts.append(joined[pos:])
-        news = "".join(parts).split(SEPARATOR)
+        news = "".join(parts).encode("utf-8", _ERRORS).split(b"\0")
         if len(news) != len(which):
             return None
-        for v, new in zip(which, news, strict=True):
-            if new != values[v]:
-                self.replace(v, new)
+        out = self._new
+        for v, old, new_bytes in zip(which, raw.split(b"\0"), news, strict=True):
+            if new_bytes != old:
+                start, end, _ = spans[v]
+                out.append((start, end, new_bytes))
         return changed
 
     def replace(self, index: int, new: str) -> None:
