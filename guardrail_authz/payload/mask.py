@@ -295,6 +295,12 @@ def _apply_fields(
         styled = _styler(rule.style, key)
         for container, slot in rule.path.select(holder) if rule.path is not None else ():
             value = container[slot]
+            if type(value) is str and not several:  # the usual one: no walk, nothing to note
+                new = styled(value)
+                if new != value:
+                    n += 1
+                container[slot] = marked + new
+                continue
             if type(value) is dict or type(value) is list:
                 spots: Iterable[Slot] = leaves(container, slot)
             elif value is None or type(value) is bool:
