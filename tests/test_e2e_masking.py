@@ -1,8 +1,9 @@
 """End to end through real Envoy: response bodies masked by ext_proc per caller, untouched
-non-JSON bodies, correct Content-Length."""
+non-JSON bodies, gzip bodies masked and compressed again, correct Content-Length."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 
@@ -58,6 +59,18 @@ def test_an_admin_sees_the_email_but_not_the_card_or_ssn(stack: EnvoyStack) -> N
     assert str(card["number"]).endswith("1111")
     assert b"4111 1111 1111 1111" not in body
     assert data["ssn"] == "[redacted]"
+
+
+def test_a_gzip_body_is_masked_and_compressed_again(stack: EnvoyStack) -> None:
+    r = stack.request("GET", "/api/customers/7", {**READER, "accept-encoding": "gzip"})
+    assert r.status == 200, r.body
+    assert r.headers["content-encoding"] == "gzip"  # the upstream's, still true
+    assert int(r.headers["content-length"]) == len(r.body)
+    body = gzip.decompress(r.body)  # the standard library reads what ISA-L wrote
+    for secret in (b"dana@example.com", b"4111 1111 1111 1111", b"123-45-6789"):
+        assert secret not in body
+    plain, _ = _record(stack, READER)
+    assert json.loads(body) == plain  # masked as the uncompressed answer is
 
 
 def test_a_binary_body_passes_untouched(stack: EnvoyStack) -> None:

@@ -1,11 +1,13 @@
 """Demo upstream: answers every request with what it received (method, path, headers) as JSON,
-and GET /api/customers/{id} with a customer record holding personal data (masking demo)."""
+and GET /api/customers/{id} with a customer record holding personal data (masking demo),
+gzip-compressed when the request's Accept-Encoding lists gzip."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import gzip
 import json
 import signal
 from urllib.parse import parse_qs, urlsplit
@@ -77,15 +79,17 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             body = await reader.readexactly(min(length, MAX_BODY)) if length else b""
             path = urlsplit(target).path
             rest = path[len(CUSTOMERS) :] if path.startswith(CUSTOMERS) else ""
-            content_type = "application/json"
+            content_type, encoding = "application/json", ""
             if method == "GET" and rest and "/" not in rest:
                 payload = customer(rest)
+                if "gzip" in dict(headers).get("accept-encoding", "").lower():
+                    payload, encoding = gzip.compress(payload), "content-encoding: gzip\r\n"
             elif method == "GET" and rest.endswith("/photo"):
                 payload, content_type = PHOTO, "image/png"
             else:
                 payload = render(method, target, headers, body)
             writer.write(
-                f"HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n".encode()
+                f"HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n{encoding}".encode()
                 + f"content-length: {len(payload)}\r\n\r\n".encode()
                 + payload
             )
