@@ -66,6 +66,34 @@ def test_a_value_holding_a_nul_is_masked_and_so_are_the_others_of_its_detector()
     )
 
 
+def test_a_redact_rule_replaces_in_one_pass_and_a_nul_sends_its_values_one_by_one() -> None:
+    plan = plan_of("{detectors: [{detector: ssn, style: redact}, {detector: ipv4, style: redact}]}")
+    plain = json.dumps({"a": "ssn 123-45-6789", "b": "from 10.1.2.3 and 10.9.8.7"}).encode()
+    out = _run(plan, plain)
+    assert out.body == b'{"a":"ssn [redacted]","b":"from [redacted] and [redacted]"}'
+    assert out.counts == {"detector:ssn": 1, "detector:ipv4": 2}
+    nul = json.dumps({"a": "123-45-6789\u0000", "b": "234-56-7890 or 000-12-3456"}).encode()
+    out = _run(plan, nul)
+    assert out == _run(_split_always(plan), nul)
+    assert out.body == b'{"a":"[redacted]\\u0000","b":"[redacted] or 000-12-3456"}'
+
+
+def test_a_match_across_two_values_masks_nothing_in_one_pass() -> None:
+    # no built-in matches a NUL; a finder that did would join two values into one
+    data = b'{"a":"x1","b":"y2"}'
+    hits = [(data.index(b"x1") + 2) << 16, (data.index(b"y2") + 2) << 16]
+    strings = HitValues(data, b"\x7fmark", hits)
+    assert strings.texts([0, 1]) == ["x1", "y2"]
+
+    def across(text: str) -> list[tuple[int, int]]:
+        return [(0, len(text))]  # "x1\0y2" whole
+
+    assert strings.mask_joined([0, 1], across, lambda _piece: "*") is None
+    assert strings.result() == data  # nothing noted
+    assert strings.mask_joined([0, 1], lambda t: [(0, 1), (3, 4)], str.upper) == 2
+    assert strings.result() == b'{"a":"X1","b":"Y2"}'
+
+
 def test_overlapping_matches_of_one_detector_are_merged_as_in_the_split_text() -> None:
     # two addresses sharing "x.comx'q" (the first one's domain, the second one's local part)
     body = json.dumps({"a": "mail ann@x.comx'q@e.org now", "b": "bob@example.com"}).encode()

@@ -345,7 +345,11 @@ def _apply_detectors(
         strings = HitValues(data, mark.encode("ascii"), hits)
         alone, shared = strings.alone(skip)
         for d, which in alone.items():  # no other detector to overlap with: masked in one go
-            n = strings.mask_joined(which, scanner.detectors[d].find, styled[d])
+            detector = scanner.detectors[d]
+            every = None
+            if detector.pattern is not None and rules[d].style.kind == "redact":
+                every = (detector.pattern, REDACTED)
+            n = strings.mask_joined(which, detector.find, styled[d], every)
             if n is None:  # overlaps, or a value holding a NUL: value by value, as the shared
                 shared[d] = shared.get(d, set()) | set(which)
             else:

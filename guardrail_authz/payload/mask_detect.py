@@ -38,6 +38,7 @@ class Detector:
     find: Finder
     trigger: str | None
     normalise: Callable[[str], str]
+    pattern: re.Pattern[str] | None = None  # set: `find` is every match of it, nothing more
 
 
 def _same(text: str) -> str:
@@ -135,17 +136,12 @@ def _find_cards(text: str) -> list[Span]:
     return out
 
 
+# US SSN rules in the pattern itself: area not 000, 666 or 9xx; group not 00; serial not 0000.
 _SSN = re.compile(
-    r"\d(?<![\w*.-]\d)" + _AFTER + r"\d\d(?P<sep>[- ])\d\d(?P=sep)\d{4}(?![\w*]|-[\d*])" + _END,
+    r"[0-8](?<![\w*.-].)" + _AFTER + r"(?!(?<=0)00|(?<=6)66)\d\d(?P<sep>[- ])(?!00)\d\d(?P=sep)"
+    r"(?!0000)\d{4}(?![\w*]|-[\d*])" + _END,
     re.ASCII,
 )
-
-
-def ssn_ok(text: str) -> bool:
-    """US SSN rules (on what _SSN matches, 123-45-6789): area not 000, 666 or 9xx; group not
-    00; serial not 0000."""
-    area, group, serial = text[:3], text[4:6], text[7:]
-    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
 _EMAIL_DOMAIN = re.compile(
@@ -295,11 +291,11 @@ _BUILTINS: dict[str, Detector] = {
     d.name: d
     for d in (
         Detector("card", _find_cards, _CARD_TRIGGER, _digits),
-        Detector("ssn", _regex_finder(_SSN, ssn_ok), r"\d{3}[- ]\d\d[- ]\d{4}", _digits),
+        Detector("ssn", _regex_finder(_SSN, None), r"\d{3}[- ]\d\d[- ]\d{4}", _digits, _SSN),
         Detector("email", _find_emails, r"@[A-Za-z0-9]", str.lower),
         Detector("phone", _find_phones, _PHONE_TRIGGER, _phone_normal),
         Detector("iban", _regex_finder(_IBAN, iban_ok), r"[A-Z]{2}\d\d ?[A-Z0-9]{4}", _iban_normal),
-        Detector("ipv4", _regex_finder(_IPV4, None), r"\d\.\d{1,3}\.\d{1,3}\.\d", _same),
+        Detector("ipv4", _regex_finder(_IPV4, None), r"\d\.\d{1,3}\.\d{1,3}\.\d", _same, _IPV4),
         Detector(
             "ipv6",
             _regex_finder(_IPV6, ipv6_ok),
@@ -312,6 +308,7 @@ _BUILTINS: dict[str, Detector] = {
             _regex_finder(_TOKEN, None),
             r"A(?:KIA|SIA)[A-Z0-9]{16}|gh[pousr]_|github_pat_|xox[abpr]-|[rs]k_live_|AIza",
             _same,
+            _TOKEN,
         ),
     )
 }

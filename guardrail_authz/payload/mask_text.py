@@ -14,6 +14,7 @@ detectors (which read every value), escaped quotes and trigger floods."""
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
@@ -108,17 +109,27 @@ class HitValues:
         return {d: w for d, w in alone.items() if w}, {d: which & shared for d, which in chosen}
 
     def mask_joined(
-        self, which: list[int], find: Finder, styled: Callable[[str], str]
+        self,
+        which: list[int],
+        find: Finder,
+        styled: Callable[[str], str],
+        every: tuple[re.Pattern[str], str] | None = None,
     ) -> int | None:
         """Mask what `find` finds in the values `which` (none escaped), styled, in one pass
         over them joined by NUL (as Scanner.find runs a built-in), read out of the text and
         written back in one piece each way; return how many matches changed. None (nothing
         masked) when the matches overlap (Scanner.find merges them) or the masked text splits
         into more pieces than there are values (a NUL in a match: no built-in matches one).
-        Only for values no other detector looks at."""
+        Only for values no other detector looks at. `every` (pattern, text): `find` gives
+        every match of the pattern and nothing more, and each becomes that text (redact), so
+        the regex engine replaces them all with no call per match."""
         data, spans = self._data, self._spans
         raw = b"\0".join([data[spans[v][0] : spans[v][1]] for v in which])
         joined = raw.decode("utf-8", _ERRORS)
+        if every is not None:
+            pattern, text = every
+            masked, changed = pattern.subn(text.replace("\\", r"\\"), joined)
+            return changed if not changed or self._write(which, raw, masked) else None
         parts: list[str] = []
         pos = changed = last = 0
         for start, end in find(joined):
@@ -134,15 +145,20 @@ class HitValues:
         if not changed:
             return 0
         parts.append(joined[pos:])
-        news = "".join(parts).encode("utf-8", _ERRORS).split(b"\0")
+        return changed if self._write(which, raw, "".join(parts)) else None
+
+    def _write(self, which: list[int], raw: bytes, masked: str) -> bool:
+        """Note the values of `raw` (as mask_joined read them) that `masked` changed; False
+        (nothing noted) when it does not split into as many values."""
+        news = masked.encode("utf-8", _ERRORS).split(b"\0")
         if len(news) != len(which):
-            return None
-        out = self._new
+            return False
+        out, spans = self._new, self._spans
         for v, old, new_bytes in zip(which, raw.split(b"\0"), news, strict=True):
             if new_bytes != old:
                 start, end, _ = spans[v]
                 out.append((start, end, new_bytes))
-        return changed
+        return True
 
     def replace(self, index: int, new: str) -> None:
         """Write `new` in place of `values[index]`."""
