@@ -350,7 +350,7 @@ def _apply_detectors(
             if detector.pattern is not None and rules[d].style.kind == "redact":
                 every = (detector.pattern, REDACTED)
             n = strings.mask_joined(which, detector.find, styled[d], every)
-            if n is None:  # overlaps, or a value holding a NUL: value by value, as the shared
+            if n is None:  # overlapping matches (or one across two values): value by value
                 shared[d] = shared.get(d, set()) | set(which)
             else:
                 hits_per_rule[d] += n
