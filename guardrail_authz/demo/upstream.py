@@ -75,14 +75,15 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
                 name, _, value = raw.decode("latin-1").partition(":")
                 headers.append((name.strip().lower(), value.strip()))
-            length = int(dict(headers).get("content-length", "0") or 0)
+            fields = dict(headers)
+            length = int(fields.get("content-length", "0") or 0)
             body = await reader.readexactly(min(length, MAX_BODY)) if length else b""
             path = urlsplit(target).path
             rest = path[len(CUSTOMERS) :] if path.startswith(CUSTOMERS) else ""
             content_type, encoding = "application/json", ""
             if method == "GET" and rest and "/" not in rest:
                 payload = customer(rest)
-                if "gzip" in dict(headers).get("accept-encoding", "").lower():
+                if "gzip" in fields.get("accept-encoding", "").lower():
                     payload, encoding = gzip.compress(payload), "content-encoding: gzip\r\n"
             elif method == "GET" and rest.endswith("/photo"):
                 payload, content_type = PHOTO, "image/png"

@@ -53,8 +53,13 @@ def _digits(text: str) -> str:
     """The ASCII digits of an ASCII text (what the patterns match); other characters beyond
     ASCII stay."""
     if text.isascii():  # a byte table deletes in C; str.translate looks each character up
-        return text.encode("ascii").translate(None, _NOT_DIGIT_BYTES).decode("ascii")
+        return _ascii_digits(text).decode("ascii")
     return text.translate(_NOT_DIGITS)
+
+
+def _ascii_digits(text: str) -> bytes:
+    """The digits of an ASCII text (a match of the patterns), as bytes."""
+    return text.encode("ascii").translate(None, _NOT_DIGIT_BYTES)
 
 
 def _regex_finder(pattern: re.Pattern[str], check: Callable[[str], bool] | None) -> Finder:
@@ -121,7 +126,7 @@ def card_prefix_ok(digits: bytes) -> bool:
 
 
 def _card_ok(text: str) -> bool:
-    digits = text.encode("ascii").translate(None, _NOT_DIGIT_BYTES)  # what _CARD matches
+    digits = _ascii_digits(text)
     return card_prefix_ok(digits) and luhn(digits)
 
 
@@ -191,8 +196,7 @@ def _find_phones(text: str) -> list[Span]:
     return [
         m.span()
         for m in _PHONE.finditer(text)
-        if (intl := m.group("intl")) is None
-        or 7 <= len(intl.encode("ascii").translate(None, _NOT_DIGIT_BYTES)) <= 15
+        if (intl := m.group("intl")) is None or 7 <= len(_ascii_digits(intl)) <= 15
     ]
 
 
@@ -287,15 +291,22 @@ _TOKEN = re.compile(
 )
 
 
+def _every(
+    name: str, pattern: re.Pattern[str], trigger: str, normalise: Callable[[str], str]
+) -> Detector:
+    """A detector that is one pattern: every match is one to mask."""
+    return Detector(name, _regex_finder(pattern, None), trigger, normalise, pattern)
+
+
 _BUILTINS: dict[str, Detector] = {
     d.name: d
     for d in (
         Detector("card", _find_cards, _CARD_TRIGGER, _digits),
-        Detector("ssn", _regex_finder(_SSN, None), r"\d{3}[- ]\d\d[- ]\d{4}", _digits, _SSN),
+        _every("ssn", _SSN, r"\d{3}[- ]\d\d[- ]\d{4}", _digits),
         Detector("email", _find_emails, r"@[A-Za-z0-9]", str.lower),
         Detector("phone", _find_phones, _PHONE_TRIGGER, _phone_normal),
         Detector("iban", _regex_finder(_IBAN, iban_ok), r"[A-Z]{2}\d\d ?[A-Z0-9]{4}", _iban_normal),
-        Detector("ipv4", _regex_finder(_IPV4, None), r"\d\.\d{1,3}\.\d{1,3}\.\d", _same, _IPV4),
+        _every("ipv4", _IPV4, r"\d\.\d{1,3}\.\d{1,3}\.\d", _same),
         Detector(
             "ipv6",
             _regex_finder(_IPV6, ipv6_ok),
@@ -303,12 +314,11 @@ _BUILTINS: dict[str, Detector] = {
             str.lower,
         ),
         Detector("jwt", _regex_finder(_JWT, jwt_ok), r"eyJ[\w-]*\.[\w-]+\.", _same),
-        Detector(
+        _every(
             "api_token",
-            _regex_finder(_TOKEN, None),
+            _TOKEN,
             r"A(?:KIA|SIA)[A-Z0-9]{16}|gh[pousr]_|github_pat_|xox[abpr]-|[rs]k_live_|AIza",
             _same,
-            _TOKEN,
         ),
     )
 }

@@ -18,7 +18,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-Finder = Callable[[str], list[tuple[int, int]]]  # as mask_detect.Finder
+from guardrail_authz.payload.mask_detect import Finder
 
 _ERRORS = "surrogatepass"  # lone surrogates, which JSON escapes can carry, survive the trip
 
@@ -52,7 +52,6 @@ class HitValues:
         self._spans: list[tuple[int, int, bool]] = []  # per value: start, end, escaped
         self._escaped: set[int] = set()
         self._new: list[tuple[int, int, bytes]] = []
-        self._values: list[str] = []  # read out so far ("": not yet)
         spans, flagged = self._spans, self.flagged
         rfind, find, at, count = data.rfind, data.find, data.startswith, data.count
         hits.sort()  # by end offset: the hits inside one string come one after another
@@ -75,6 +74,7 @@ class HitValues:
                     spans.append((low, high, escaped))
             if value >= 0:
                 flagged[packed & 0xFFFF].add(value)
+        self._values = [""] * len(spans)  # read out so far ("": not yet)
 
     @property
     def values(self) -> list[str]:
@@ -84,8 +84,6 @@ class HitValues:
     def texts(self, indexes: Iterable[int]) -> list[str]:
         """The values, with those of `indexes` read out and unescaped (others may be "")."""
         values, spans, data = self._values, self._spans, self._data
-        if not values:
-            values += [""] * len(spans)
         for i in indexes:
             if not values[i]:
                 start, end, escaped = spans[i]
